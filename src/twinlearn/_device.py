@@ -1,0 +1,68 @@
+"""Device and random-number helpers shared by every part of the library."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DeviceLike = str | torch.device
+
+
+def resolve_device(device: DeviceLike | None) -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` into a device.
+
+    Raises ``ValueError`` for an unknown string and for CUDA when no GPU is visible.
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a string or torch.device, got {type(device).__name__}")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"device={device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device!r}: only 'cpu', 'cuda' and 'mps' are supported")
+    return resolved
+
+
+def seed_from(random_state: int | np.random.Generator | None) -> int:
+    """Draw a 63-bit seed from ``random_state`` without touching any global RNG."""
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> 1)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**63 - 1))
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}")
+        return int(random_state)
+    raise TypeError(
+        f"random_state must be None, an int or a numpy Generator, got {type(random_state).__name__}"
+    )
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A local torch generator seeded with ``seed`` on ``device`` (global RNGs stay untouched)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+class fork_torch_rng:
+    """Context manager: run code that uses torch's global RNG (module initialisation) seeded
+    with ``seed``, restoring the global RNG state afterwards so the caller sees no change."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        self._fork = torch.random.fork_rng(devices=[])
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        self._fork.__exit__(*exc)

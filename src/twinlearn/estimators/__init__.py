@@ -1,0 +1,1 @@
+"""Estimator facades, one per method."""

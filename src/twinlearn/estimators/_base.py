@@ -1,0 +1,133 @@
+"""What every estimator shares: parameter checks, device/seed set-up, chunked transform and
+the model-file round trip. Method classes only compose the engine's parts."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from twinlearn import io
+from twinlearn._device import resolve_device, seed_from
+from twinlearn.data.arrays import ArrayLike, iter_row_chunks, to_tensor, validate_features
+
+TRANSFORM_CHUNK = 8192
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """An int ``>= minimum``; ``TypeError``/``ValueError`` naming the argument otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_float(value: object, name: str, positive: bool = True) -> float:
+    """A finite real number (``> 0`` when ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not np.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite {'positive ' if positive else ''}number, got {value}")
+    return float(value)
+
+
+def check_choice(value: object, name: str, choices: tuple) -> Any:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {choices}")
+    return value
+
+
+def json_safe_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters as JSON: devices as strings; objects that are not plain data refused."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, torch.device):
+            value = str(value)
+        elif isinstance(value, np.random.Generator):
+            value = None
+        elif isinstance(value, np.integer):
+            value = int(value)
+        elif isinstance(value, np.floating):
+            value = float(value)
+        if not isinstance(value, (str, int, float, bool, list, tuple, type(None))):
+            raise TypeError(f"cannot save parameter {key}={value!r}: not plain data")
+        out[key] = value
+    return out
+
+
+class TwinlearnEstimator(TransformerMixin, BaseEstimator):
+    """Base class: the scikit-learn estimator conventions plus twinlearn's common plumbing."""
+
+    def _device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def _seed(self) -> int:
+        return seed_from(self.random_state)
+
+    def _validate_fit_data(self, X: object, min_samples: int = 2) -> ArrayLike:
+        X = validate_features(X, min_samples=min_samples)
+        self.n_features_in_ = int(X.shape[1])
+        return X
+
+    def _validate_transform_data(self, X: object) -> ArrayLike:
+        check_is_fitted(self)
+        X = validate_features(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+        return X
+
+    @torch.no_grad()
+    def _encode(self, module: nn.Module, X: ArrayLike, device: torch.device) -> torch.Tensor:
+        """Run ``module`` in eval mode over ``X`` in chunks (bounded memory for any N)."""
+        was_training = module.training
+        module.eval()
+        try:
+            out = [module(to_tensor(b, device)).float() for b in iter_row_chunks(X, TRANSFORM_CHUNK)]
+        finally:
+            module.train(was_training)
+        return torch.cat(out) if out else torch.empty((0, 0))
+
+    # --- model files -------------------------------------------------------------------------
+    def _save(self, path: str | os.PathLike, modules: dict[str, nn.Module], fitted: dict[str, Any]) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, module in modules.items():
+            tensors.update(io.add_prefix(module.state_dict(), name))
+        meta = {
+            "kind": "model",
+            "class": type(self).__name__,
+            "params": json_safe_params(self.get_params(deep=False)),
+            "fitted": fitted,
+        }
+        io.save_tensors(path, tensors, meta)
+
+    def _read_model_file(self, path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = io.load_tensors(path, kind="model")
+        if meta.get("class") != type(self).__name__:
+            raise ValueError(f"{path} holds a {meta.get('class')} model, not a {type(self).__name__}")
+        return tensors, meta
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], path: object) -> None:
+    """Load a state dict, turning any mismatch into a clear ``ValueError``."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"the tensors in {path} do not match the model they describe: {err}") from err
+
+
+def output_like(Z: torch.Tensor, X: object) -> ArrayLike:
+    """NumPy out for NumPy in; a tensor on the input's device for tensor in."""
+    if isinstance(X, torch.Tensor):
+        return Z.to(X.device)
+    return Z.cpu().numpy()

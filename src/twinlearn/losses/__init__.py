@@ -1,0 +1,5 @@
+"""Losses over a batch of positive pairs."""
+
+from twinlearn.losses.barlow_twins import BarlowTwinsLoss
+
+__all__ = ["BarlowTwinsLoss"]

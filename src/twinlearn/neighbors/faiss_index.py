@@ -1,0 +1,115 @@
+"""k-nearest neighbours with faiss: exact flat, IVF-PQ (``knn_approximation``) and HNSW."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twinlearn.data.arrays import ArrayLike, iter_row_chunks
+
+#: TLDR's ``knn_approximation`` levels -> number of PQ sub-quantizers.
+PQ_SUBQUANTIZERS = {"low": 32, "medium": 16, "high": 8}
+
+
+def _as_float32(block: ArrayLike, metric: str) -> np.ndarray:
+    import torch
+
+    if isinstance(block, torch.Tensor):
+        block = block.detach().cpu().numpy()
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        block = block / np.maximum(norms, 1e-12)
+    return block
+
+
+def _build_index(d: int, method: str, metric: str, n: int):
+    import faiss
+
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    if method == "flat":
+        return faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
+    if method == "hnsw":
+        index = faiss.IndexHNSWFlat(d, 32, faiss_metric)
+        index.hnsw.efConstruction = 40
+        index.hnsw.efSearch = 64
+        return index
+    m = PQ_SUBQUANTIZERS[method.removeprefix("ivfpq-")]
+    m = _largest_divisor_at_most(d, m)
+    n_lists = max(1, min(int(np.sqrt(n)), n // 39))
+    index = faiss.index_factory(d, f"IVF{n_lists},PQ{m}", faiss_metric)
+    index.nprobe = max(1, n_lists // 8)
+    return index
+
+
+def _largest_divisor_at_most(d: int, m: int) -> int:
+    while d % m:
+        m -= 1
+    return m
+
+
+def drop_self(
+    indices: np.ndarray, distances: np.ndarray, k: int, query_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each query's own index from its ``k + 1`` results; where absent, drop the last.
+
+    ``query_ids`` are the database indices of the query rows (default ``0..n-1``). Removing by
+    index, not by position, handles duplicates and approximate indexes, where the point itself
+    is not always first.
+    """
+    n = indices.shape[0]
+    ids = np.arange(n) if query_ids is None else np.asarray(query_ids)
+    is_self = indices == ids[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    first = np.argmax(is_self, axis=1)
+    keep = np.ones_like(is_self)
+    keep[np.arange(n), first] = False
+    return indices[keep].reshape(n, k), distances[keep].reshape(n, k)
+
+
+def faiss_knn(
+    X: ArrayLike,
+    n_neighbors: int,
+    *,
+    method: str = "flat",
+    metric: str = "euclidean",
+    seed: int = 0,
+    chunk_rows: int = 16384,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbours of every row of ``X`` among the other rows, via a faiss index.
+
+    ``method`` is ``"flat"`` (exact), ``"hnsw"`` (graph, M=32), or ``"ivfpq-low"``,
+    ``"ivfpq-medium"``, ``"ivfpq-high"`` (product quantization with 32/16/8 sub-quantizers,
+    trained on a random sample rather than the first rows).
+    Distances are squared Euclidean, or cosine distances for ``metric="cosine"``.
+    """
+    n, d = X.shape
+    index = _build_index(d, method, metric, n)
+    if not index.is_trained:
+        rng = np.random.default_rng(seed)
+        n_train = min(n, max(10000, n // 10))
+        sample = np.sort(rng.choice(n, size=n_train, replace=False))
+        index.train(_as_float32(X[sample], metric))
+    for block in iter_row_chunks(X, chunk_rows):
+        index.add(_as_float32(block, metric))
+    k1 = min(n_neighbors + 1, n)
+    dist = np.empty((n, k1), dtype=np.float32)
+    idx = np.empty((n, k1), dtype=np.int64)
+    start = 0
+    for block in iter_row_chunks(X, chunk_rows):
+        D, I = index.search(_as_float32(block, metric), k1)
+        dist[start : start + len(block)], idx[start : start + len(block)] = D, I
+        start += len(block)
+    if metric == "cosine":
+        dist = 1.0 - dist
+    idx, dist = drop_self(idx, dist, n_neighbors)
+    _fill_missing(idx, dist)
+    return idx, dist
+
+
+def _fill_missing(idx: np.ndarray, dist: np.ndarray) -> None:
+    """Approximate indexes can return -1 for too few hits: repeat the row's nearest result."""
+    missing = idx < 0
+    if missing.any():
+        rows = np.nonzero(missing)[0]
+        idx[missing] = idx[rows, 0]
+        dist[missing] = dist[rows, 0]

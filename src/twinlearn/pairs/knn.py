@@ -1,0 +1,91 @@
+"""Positive pairs from a kNN graph: TLDR-style (anchor + one random neighbour) and CNE-style
+(every directed edge of the symmetrised graph once per epoch)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+class KNNPairSource:
+    """Each step: a batch of anchors (a random permutation, without replacement) and, for each,
+    one neighbour drawn uniformly from its ``k`` nearest.
+
+    Everything is generated on ``device`` with a local generator: no host round trip per step.
+
+    Parameters
+    ----------
+    knn_indices : array of shape (n_samples, k)
+    batch_size : int
+    device : torch.device
+    generator : torch.Generator on ``device``
+    drop_last : bool
+        Drop the last incomplete batch (TLDR's behaviour; Barlow Twins needs full batches).
+    """
+
+    def __init__(
+        self,
+        knn_indices: np.ndarray | torch.Tensor,
+        batch_size: int,
+        device: torch.device,
+        generator: torch.Generator,
+        drop_last: bool = True,
+    ) -> None:
+        self.knn = torch.as_tensor(knn_indices, dtype=torch.int64, device=device)
+        self.n_samples, self.k = self.knn.shape
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = generator
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n_samples, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        perm = torch.randperm(self.n_samples, generator=self.generator, device=self.device)
+        cols = torch.randint(
+            self.k, (self.n_samples,), generator=self.generator, device=self.device
+        )
+        positives = self.knn[perm, cols]
+        for step in range(len(self)):
+            sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            yield perm[sl], positives[sl]
+
+
+class EdgePairSource:
+    """Every directed edge ``(head, tail)`` once per epoch, in a random order.
+
+    This is CNE's sampling: one epoch visits each edge of the symmetrised kNN graph in both
+    directions. The last batch may be smaller.
+    """
+
+    def __init__(
+        self,
+        heads: np.ndarray,
+        tails: np.ndarray,
+        batch_size: int,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> None:
+        self.heads = torch.as_tensor(heads, dtype=torch.int64, device=device)
+        self.tails = torch.as_tensor(tails, dtype=torch.int64, device=device)
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = generator
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.heads.shape[0])
+
+    def __len__(self) -> int:
+        return -(-self.n_edges // self.batch_size)
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        perm = torch.randperm(self.n_edges, generator=self.generator, device=self.device)
+        heads, tails = self.heads[perm], self.tails[perm]
+        for step in range(len(self)):
+            sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            yield heads[sl], tails[sl]

@@ -1,0 +1,220 @@
+"""The one training loop every method runs on."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from twinlearn import io
+from twinlearn.pairs.base import PairSource
+
+logger = logging.getLogger("twinlearn")
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+Callback = Callable[["Trainer", int, float], None]
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    """Runs ``objective(batch) -> loss`` over the batches of a pair source.
+
+    Parameters
+    ----------
+    objective : nn.Module
+        Owns every trainable module; its ``forward(batch)`` returns the scalar loss.
+    pair_source : PairSource
+        Yields the batches of an epoch; its ``generator`` is checkpointed.
+    optimizer : torch.optim.Optimizer
+    schedule : callable
+        ``schedule(step) -> factor`` of each group's base LR (``initial_lr``), set every step.
+    n_epochs : int
+    precision : {"fp32", "bf16", "fp16"}
+        Autocast dtype for the forward pass (bf16 on CPUs with AVX-512-BF16 or on GPUs).
+    clip_grad_value : float, optional
+        Clip gradients element-wise to ±value (CNE, t-SimCNE).
+    callbacks : sequence of callables
+        ``callback(trainer, epoch, mean_loss)`` after every epoch.
+    checkpoint_dir : path, optional
+        Where ``latest_snapshot.safetensors`` (every epoch) and ``snapshot_{epoch}.safetensors``
+        (every ``snapshot_freq`` epochs) are written, atomically.
+    checkpoint_meta : dict
+        JSON-serialisable data stored in each checkpoint (the estimator's config).
+    verbose : int
+        ``>= 1`` shows a progress bar over epochs.
+    print_every : int
+        Log the loss every this many steps (each log is a device sync); 0 = never.
+    """
+
+    def __init__(
+        self,
+        objective: nn.Module,
+        pair_source: PairSource,
+        optimizer: torch.optim.Optimizer,
+        schedule: Callable[[int], float],
+        n_epochs: int,
+        *,
+        precision: str = "fp32",
+        clip_grad_value: float | None = None,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: str | os.PathLike | None = None,
+        snapshot_freq: int = 0,
+        checkpoint_meta: dict[str, Any] | None = None,
+        verbose: int = 0,
+        print_every: int = 0,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}: choose one of {PRECISIONS}")
+        self.objective = objective
+        self.pair_source = pair_source
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.n_epochs = n_epochs
+        self.precision = precision
+        self.clip_grad_value = clip_grad_value
+        self.callbacks = list(callbacks)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.snapshot_freq = snapshot_freq or 0
+        self.checkpoint_meta = checkpoint_meta or {}
+        self.verbose = verbose
+        self.print_every = print_every
+        self.epoch = 0
+        self.step = 0
+        self.loss_history: list[float] = []
+        self.epoch_seconds: list[float] = []
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self._device = next(objective.parameters()).device
+        self._scaler = torch.amp.GradScaler(self._device.type, enabled=precision == "fp16")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.pair_source)
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self._device.type, dtype=dtype)
+
+    def _set_lr(self) -> None:
+        factor = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    def _train_step(self, batch: Any) -> torch.Tensor:
+        self._set_lr()
+        with self._autocast():
+            loss = self.objective(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._scaler.scale(loss).backward()
+        if self.clip_grad_value is not None:
+            self._scaler.unscale_(self.optimizer)
+            for group in self.optimizer.param_groups:
+                torch.nn.utils.clip_grad_value_(group["params"], self.clip_grad_value)
+        self._scaler.step(self.optimizer)
+        self._scaler.update()
+        self.step += 1
+        return loss.detach()
+
+    def run_epoch(self) -> float:
+        """Train one epoch; return its mean loss (one device sync per epoch)."""
+        self.objective.train()
+        start = time.perf_counter()
+        total = torch.zeros((), device=self._device)
+        n_batches = 0
+        for batch in self.pair_source.epoch():
+            loss = self._train_step(batch)
+            total += loss.float()
+            n_batches += 1
+            if self.print_every and self.step % self.print_every == 0:
+                logger.info("epoch %d step %d loss %.5f", self.epoch, self.step, float(loss))
+        mean = float(total) / max(n_batches, 1)
+        if not math.isfinite(mean):
+            raise TrainingDiverged(
+                f"the loss became {mean} in epoch {self.epoch}: lower the learning rate, use "
+                "precision='fp32', or check the input for extreme values"
+            )
+        self.epoch += 1
+        self.loss_history.append(mean)
+        self.epoch_seconds.append(time.perf_counter() - start)
+        return mean
+
+    def fit(self) -> "Trainer":
+        """Train from the current epoch up to ``n_epochs``."""
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.n_epochs, initial=self.epoch, desc="training", unit="epoch")
+        try:
+            while self.epoch < self.n_epochs:
+                mean = self.run_epoch()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean:.4g}")
+                    bar.update(1)
+                logger.debug("epoch %d: loss %.6f", self.epoch, mean)
+                self._maybe_checkpoint()
+                for callback in self.callbacks:
+                    callback(self, self.epoch, mean)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to resume exactly: weights, optimizer, RNG and counters."""
+        optim_tensors, optim_meta = io.optimizer_to_tensors(self.optimizer)
+        tensors = {
+            **io.add_prefix(self.objective.state_dict(), "objective"),
+            **io.add_prefix(optim_tensors, "optimizer"),
+            "rng.pair_source": self.pair_source.generator.get_state(),
+        }
+        meta = {
+            "kind": "checkpoint",
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss_history": self.loss_history,
+            "optimizer": optim_meta,
+            "scaler": self._scaler.state_dict() if self._scaler.is_enabled() else None,
+            **self.checkpoint_meta,
+        }
+        return tensors, meta
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        tensors, meta = self.state_tensors()
+        io.save_tensors(path, tensors, meta)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Restore weights, optimizer, RNG and counters from ``path``; return its metadata."""
+        tensors, meta = io.load_tensors(path, kind="checkpoint")
+        try:
+            self.objective.load_state_dict(io.split_prefix(tensors, "objective"))
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {path} does not match this model: {err}") from err
+        io.optimizer_from_tensors(self.optimizer, io.split_prefix(tensors, "optimizer"), meta["optimizer"])
+        self.pair_source.generator.set_state(tensors["rng.pair_source"])
+        if meta.get("scaler"):
+            self._scaler.load_state_dict(meta["scaler"])
+        self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
+        self.loss_history = list(meta["loss_history"])
+        return meta
+
+    def _maybe_checkpoint(self) -> None:
+        if self.checkpoint_dir is None:
+            return
+        self.save_checkpoint(self.checkpoint_dir / "latest_snapshot.safetensors")
+        if self.snapshot_freq and self.epoch % self.snapshot_freq == 0:
+            self.save_checkpoint(self.checkpoint_dir / f"snapshot_{self.epoch}.safetensors")

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from twinlearn.neighbors import check_knn_indices, compute_knn, symmetric_edges
+from twinlearn.neighbors.faiss_index import drop_self
+
+
+def brute_force(X, k):
+    d = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+@pytest.mark.parametrize("method", ["exact", "faiss", "hnsw"])
+def test_matches_brute_force(method):
+    X = np.random.default_rng(0).normal(size=(500, 12)).astype(np.float32)
+    idx, dist = compute_knn(X, 7, method=method)
+    ref = brute_force(X, 7)
+    recall = np.mean([len(set(a) & set(b)) / 7 for a, b in zip(idx, ref)])
+    assert recall > (0.999 if method != "hnsw" else 0.95)
+    assert (idx != np.arange(500)[:, None]).all(), "a point is its own neighbour"
+    assert np.all(np.diff(dist, axis=1) >= -1e-4), "neighbours not ordered by distance"
+
+
+def test_exact_blocked_equals_single_block():
+    from twinlearn.neighbors import exact_knn
+
+    X = torch.randn(300, 5, generator=torch.Generator().manual_seed(1))
+    a, _ = exact_knn(X, 4, query_block=37, database_block=50)
+    b, _ = exact_knn(X, 4, query_block=1000, database_block=1000)
+    assert torch.equal(a, b)
+
+
+def test_duplicates_are_neighbours_but_self_is_not():
+    X = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    X[10] = X[20]
+    for method in ("exact", "faiss"):
+        idx, dist = compute_knn(X, 3, method=method)
+        assert idx[10, 0] == 20 and idx[20, 0] == 10
+        assert dist[10, 0] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_cosine_metric_ignores_scale():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8)).astype(np.float32)
+    scaled = X * rng.uniform(0.1, 10, size=(200, 1)).astype(np.float32)
+    a, _ = compute_knn(X, 5, method="exact", metric="cosine")
+    b, _ = compute_knn(scaled, 5, method="faiss", metric="cosine")
+    assert np.mean(a == b) > 0.98
+
+
+def test_ivfpq_levels_run_and_find_neighbours():
+    X = np.random.default_rng(0).normal(size=(3000, 32)).astype(np.float32)
+    ref = brute_force(X[:200], 5)
+    for level in ("low", "medium", "high"):
+        idx, _ = compute_knn(X, 5, method=f"ivfpq-{level}")
+        assert idx.shape == (3000, 5) and (idx >= 0).all()
+        assert (idx != np.arange(3000)[:, None]).all()
+
+
+def test_drop_self_by_index_not_position():
+    hits = np.array([[3, 0, 5], [1, 2, 4]])
+    idx, _ = drop_self(hits, hits.astype(float), 2)
+    assert idx.tolist() == [[3, 5], [2, 4]]
+    # row 1's self (1) is first; row 0's self (0) is in the middle.
+
+
+def test_bad_arguments():
+    X = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match="n_neighbors=10 must be smaller"):
+        compute_knn(X, 10)
+    with pytest.raises(ValueError, match="unknown kNN method"):
+        compute_knn(X, 2, method="annoy")
+    with pytest.raises(ValueError, match="unknown kNN metric"):
+        compute_knn(X, 2, metric="manhattan")
+
+
+def test_check_knn_indices():
+    g = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+    assert check_knn_indices(g, 4, 2).shape == (4, 2)
+    with pytest.raises(ValueError, match="fewer than n_neighbors"):
+        check_knn_indices(g, 4, 4)
+    with pytest.raises(ValueError, match="rows"):
+        check_knn_indices(g, 5)
+    with pytest.raises(ValueError, match="outside"):
+        check_knn_indices(g + 1, 4)
+    with pytest.raises(ValueError, match="integer array"):
+        check_knn_indices(g.astype(float), 4)
+
+
+def test_symmetric_edges_union_without_self_loops():
+    g = np.array([[1], [2], [0]])
+    heads, tails = symmetric_edges(g, 3)
+    assert sorted(zip(heads.tolist(), tails.tolist())) == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    A = scipy.sparse.csr_matrix(np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0]]))
+    heads, tails = symmetric_edges(A, 3)
+    assert sorted(zip(heads.tolist(), tails.tolist())) == [(0, 1), (1, 0)]

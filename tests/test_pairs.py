@@ -1,0 +1,43 @@
+import numpy as np
+import torch
+
+from twinlearn.pairs import EdgePairSource, KNNPairSource
+
+
+def test_knn_pairs_cover_anchors_once_and_draw_true_neighbours():
+    rng = np.random.default_rng(0)
+    knn = np.stack([rng.choice(np.delete(np.arange(100), i), 4, replace=False) for i in range(100)])
+    src = KNNPairSource(knn, 32, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert len(src) == 3  # drop_last
+    anchors, positives = zip(*src.epoch())
+    anchors, positives = torch.cat(anchors).numpy(), torch.cat(positives).numpy()
+    assert len(set(anchors.tolist())) == 96
+    assert all(p in knn[a] for a, p in zip(anchors, positives))
+
+
+def test_knn_pairs_draw_every_neighbour_column_uniformly():
+    knn = np.tile(np.arange(1, 6), (1000, 1))
+    src = KNNPairSource(knn, 1000, torch.device("cpu"), torch.Generator().manual_seed(0))
+    counts = np.zeros(6)
+    for _ in range(20):
+        for _, p in src.epoch():
+            counts += np.bincount(p.numpy(), minlength=6)
+    share = counts[1:] / counts.sum()
+    assert np.allclose(share, 0.2, atol=0.01)
+
+
+def test_same_generator_state_same_pairs():
+    knn = np.tile(np.arange(1, 6), (64, 1))
+    a = KNNPairSource(knn, 16, torch.device("cpu"), torch.Generator().manual_seed(5))
+    b = KNNPairSource(knn, 16, torch.device("cpu"), torch.Generator().manual_seed(5))
+    for (x1, y1), (x2, y2) in zip(a.epoch(), b.epoch()):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_edge_pairs_visit_every_edge_once():
+    heads = np.array([0, 1, 1, 2, 3])
+    tails = np.array([1, 0, 2, 1, 0])
+    src = EdgePairSource(heads, tails, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert len(src) == 3
+    seen = [(int(h), int(t)) for hb, tb in src.epoch() for h, t in zip(hb, tb)]
+    assert sorted(seen) == sorted(zip(heads.tolist(), tails.tolist()))

@@ -1,0 +1,49 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from twinlearn.training import LARS, lars_param_groups, linear_decay, warmup_cosine
+
+
+def reference_lars_step(p, g, mu, lr, wd=1e-6, eta=1e-3, m=0.9, exclude=False):
+    if not exclude:
+        g = g + wd * p
+        pn, gn = p.norm(), g.norm()
+        if pn > 0 and gn > 0:
+            g = g * (eta * pn / gn)
+    mu = m * mu + g
+    return p - lr * mu, mu
+
+
+def test_lars_matches_reference_update_and_skips_1d_params():
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 3)
+    w0, b0 = lin.weight.detach().clone(), lin.bias.detach().clone()
+    opt = LARS(lars_param_groups(lin), lr=0.5)
+    mu_w, mu_b = torch.zeros_like(w0), torch.zeros_like(b0)
+    for _ in range(3):
+        gw, gb = torch.randn_like(w0), torch.randn_like(b0)
+        lin.weight.grad, lin.bias.grad = gw.clone(), gb.clone()
+        opt.step()
+        w0, mu_w = reference_lars_step(w0, gw, mu_w, 0.5)
+        b0, mu_b = reference_lars_step(b0, gb, mu_b, 0.5, exclude=True)
+        assert torch.allclose(lin.weight, w0, atol=1e-6)
+        assert torch.allclose(lin.bias, b0, atol=1e-6)
+
+
+def test_warmup_cosine_shape():
+    f = warmup_cosine(total_steps=100, warmup_steps=10)
+    assert f(0) == pytest.approx(0.1)
+    assert f(9) == pytest.approx(1.0)
+    assert f(54) == pytest.approx(0.5 + 0.001 * 0.5, rel=1e-3)
+    assert f(99) == pytest.approx(0.001)
+    values = [f(s) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_linear_decay():
+    f = linear_decay(10)
+    assert [round(f(s), 3) for s in (0, 5, 9)] == [1.0, 0.5, 0.1]
