@@ -148,7 +148,8 @@ class ImageEmbedder(nn.Module):
         """A fresh output layer ``Linear(in, out_dim)`` with weights drawn from N(0, std²)
         (t-SimCNE stage 2 uses std 1) and PyTorch's default bias init."""
         old = self.last_linear()
-        new = nn.Linear(old.in_features, out_dim, device=old.weight.device)
+        # skip_init: the default init would consume torch's global RNG
+        new = nn.utils.skip_init(nn.Linear, old.in_features, out_dim, device=old.weight.device)
         with torch.no_grad():
             new.weight.normal_(0.0, std, generator=generator)
             bound = 1.0 / old.in_features**0.5
