@@ -175,7 +175,10 @@ def main() -> None:
     q.add_argument("--channels-last-on", type=int, default=0)
     q.add_argument("--umap-python", default="/work/bench-venv/bin/python")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print("machine:", _machine(), "| threads:", torch.get_num_threads(), flush=True)
     res = throughput(args) if args.mode == "throughput" else quality(args)
     if args.json:

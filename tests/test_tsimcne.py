@@ -150,7 +150,7 @@ def test_end_to_end_tiny_cifar_run(tiny_run, tmp_path):
     assert labels is None and feats.shape == (200, 128)
     path = tmp_path / "tsimcne.safetensors"
     est.save(path)
-    loaded = TSimCNE.load(path, device="cpu")
+    loaded = TSimCNE(device="cpu").load(path)
     np.testing.assert_array_equal(loaded.transform(X), Y)
     assert loaded.get_params()["total_epochs"] == (1, 1, 1)
 

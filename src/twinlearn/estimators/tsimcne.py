@@ -222,7 +222,7 @@ class TSimCNE(TwinlearnEstimator):
         lr = self.lr
         if lr == "auto_batch" or (isinstance(lr, numbers.Real) and not isinstance(lr, bool)):
             base = lr_from_batchsize(global_batch) if lr == "auto_batch" else check_float(lr, "lr")
-            return [base, base, base / 1000][:n_stages] if n_stages == 3 else [base]
+            return [base, base, base / 1000] if n_stages == 3 else [base]
         if not isinstance(lr, Sequence) or isinstance(lr, str) or len(lr) != n_stages:
             raise ValueError(f"lr must be 'auto_batch', a float or a list of {n_stages} floats, got {lr!r}")
         return [check_float(v, "lr[i]") for v in lr]
@@ -457,27 +457,29 @@ class TSimCNE(TwinlearnEstimator):
         }
         self._save(path, {"model": self.model_}, fitted)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "TSimCNE":
-        """Rebuild a fitted estimator from :meth:`save`'s file, on ``device``."""
-        est = cls()
-        tensors, meta = est._read_model_file(path)
-        params = {k: v for k, v in meta["params"].items() if k in est.get_params() and k != "device"}
+    def load(self, path: str | os.PathLike) -> "TSimCNE":
+        """Load a model written by :meth:`save`: its hyperparameters and weights replace this
+        estimator's, except ``device`` (a file saved on a GPU loads on a CPU).
+
+        ``TSimCNE(device="cpu").load("tsimcne.safetensors").transform(X)``
+        """
+        tensors, meta = self._read_model_file(path)
+        params = {k: v for k, v in meta["params"].items() if k in self.get_params() and k != "device"}
         for key in ("total_epochs", "lr", "warmup", "image_size"):
             if isinstance(params.get(key), list):
                 params[key] = tuple(params[key])
-        est.set_params(**params, device=device)
+        self.set_params(**params)
         fitted = meta["fitted"]
         height, width = fitted["image_size_"]
-        network = est._build_network(int(fitted["out_dim"]), (3, height, width), 0)
+        network = self._build_network(int(fitted["out_dim"]), (3, height, width), 0)
         load_state_strict(network, split_prefix(tensors, "model"), path)
-        est.model_ = network.to(est._device()).eval()
-        if est.channels_last:
-            est.model_ = est.model_.to(memory_format=torch.channels_last)
-        est.image_size_ = (int(height), int(width))
-        est.stage_epochs_ = list(fitted["stage_epochs_"])
-        est.loss_history_ = fitted["loss_history_"]
-        return est
+        self.model_ = network.to(self._device()).eval()
+        if self.channels_last:
+            self.model_ = self.model_.to(memory_format=torch.channels_last)
+        self.image_size_ = (int(height), int(width))
+        self.stage_epochs_ = list(fitted["stage_epochs_"])
+        self.loss_history_ = fitted["loss_history_"]
+        return self
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
