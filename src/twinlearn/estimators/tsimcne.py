@@ -343,6 +343,8 @@ class TSimCNE(TwinlearnEstimator):
         for stage, (n_epochs, lr, warm) in enumerate(zip(stages, lrs, warmups)):
             if stage == 1:
                 network.replace_last_linear(self.out_dim, LAST_LINEAR_STD, make_generator(seed + 2, device))
+                # frozen = no gradients; batch norm stays in train mode as in the paper, so its
+                # running statistics keep tracking the (fixed) backbone, which is what eval uses
                 network.requires_grad_(False)
                 network.last_linear().requires_grad_(True)
             elif stage == 2:
