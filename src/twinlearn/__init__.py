@@ -16,6 +16,8 @@ logging.getLogger("twinlearn").addHandler(logging.NullHandler())
 
 _LAZY = {
     "TLDR": "twinlearn.estimators.tldr",
+    "CNE": "twinlearn.estimators.cne",
+    "ContrastiveEmbedding": "twinlearn.estimators.cne",
 }
 
 __all__ = [*_LAZY, "__version__"]
