@@ -34,6 +34,7 @@ import logging
 import math
 import numbers
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -539,6 +540,9 @@ class CNE(TwinlearnEstimator):
     log_Z_ : float or None
         Learned NCE normaliser.
     embedding_snapshots_ : list of (epoch, ndarray)
+    timings_ : dict
+        Seconds spent on the kNN graph (``"knn"``), the initialisation (``"init"``) and the
+        training epochs (``"optimisation"``).
     n_features_in_ : int
 
     Examples
@@ -646,7 +650,7 @@ class CNE(TwinlearnEstimator):
             neg_spec=self.neg_spec, ince_spec=self.ince_spec,
             early_exaggeration=self.early_exaggeration, loss_aggregation=self.loss_aggregation,
             clip_grad=self.clip_grad, precision=self.precision, device=self.device,
-            random_state=self._seed_, verbose=self.verbose,
+            verbose=self.verbose,
         )
         params.update(overrides)
         return ContrastiveEmbedding(model, **params)
@@ -728,8 +732,11 @@ class CNE(TwinlearnEstimator):
         init = self._check_init(init, n)
         device = resolve_device(self.device)
         seed = self._seed_
+        clock = time.perf_counter()
         heads, tails = self._edges(X, graph, device)
+        timings = {"knn": time.perf_counter() - clock}
 
+        clock = time.perf_counter()
         if self.parametric:
             with fork_torch_rng(seed):
                 model: nn.Module = fc_network(X.shape[1], self._dim())
@@ -744,7 +751,9 @@ class CNE(TwinlearnEstimator):
         if self.save_freq:
             snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X, device), self.save_freq)
             extra.insert(0, snapshots)
-        engine = self._engine(model, callbacks=extra).fit(pairs, n=n, store=store)
+        timings["init"] = time.perf_counter() - clock
+        engine = self._engine(model, callbacks=extra, random_state=seed).fit(pairs, n=n, store=store)
+        timings["optimisation"] = sum(engine.trainer_.epoch_seconds)
 
         self.model_ = model.eval()
         self.embedding_ = self._embed_training(model, X, device)
@@ -757,6 +766,9 @@ class CNE(TwinlearnEstimator):
         self.embedding_snapshots_ = snapshots.snapshots if snapshots is not None else []
         self.training_data_ = None if self.parametric else X
         self.n_samples_fit_ = n
+        self.timings_ = timings
+        logger.info("CNE fit: kNN graph %.1f s, initialisation %.1f s, %d epochs %.1f s",
+                    timings["knn"], timings["init"], self.n_epochs, timings["optimisation"])
         return self
 
     def _embed_training(self, model: nn.Module, X: ArrayLike, device: torch.device) -> np.ndarray:

@@ -50,12 +50,16 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad)
     returns ``(loss, ∂loss/∂log ξ)`` (the latter for NCE's learned ``log Z``).
 
     ``draws`` are the raw ``randint(2B − 2)`` values of :func:`sample_negatives`, mapped here
-    the same way (skip the anchor ``i`` and its positive ``i + B``)."""
+    the same way (skip the anchor ``i`` and its positive ``i + B``). Everything is written with
+    ``q`` itself (the Cauchy kernel is bounded by ``1/eps``), and each anchor's loss terms are
+    multiplied before one log: the transcendental calls, not the arithmetic, dominate here.
+    """
     B, m = draws.shape
     d = W.shape[1]
     rows = np.empty(m, np.int64)
-    logq = np.empty(m, np.float64)
+    q = np.empty(m, np.float64)
     coef = np.empty(m, np.float64)
+    xi = math.exp(log_xi)
     total = 0.0
     dlog_xi = 0.0
     for i in range(B):
@@ -66,7 +70,6 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad)
             diff = W[a, k] - W[p, k]
             sq += diff * diff
         qp = 1.0 / (eps + c * sq)
-        lp = math.log(qp)
         for j in range(m):
             r = draws[i, j]
             r += r >= i
@@ -77,45 +80,45 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad)
             for k in range(d):
                 diff = W[a, k] - W[b, k]
                 sq += diff * diff
-            logq[j] = -math.log(eps + c * sq)
-        # g_pos = dℓ/dlog q⁺, coef[j] = dℓ/dlog q⁻_j
+            q[j] = 1.0 / (eps + c * sq)
+        # g_pos = dℓ/dlog q⁺ and coef[j] = dℓ/dlog q⁻_j
         if mode == 0:
-            top = lp
+            denom = qp
             for j in range(m):
-                top = max(top, logq[j])
-            se = math.exp(lp - top)
+                denom += q[j]
+            total += math.log(denom) / spec - math.log(qp)
+            g_pos = -1.0 + qp / (denom * spec)
             for j in range(m):
-                se += math.exp(logq[j] - top)
-            lse = top + math.log(se)
-            total += -lp + lse / spec
-            g_pos = -1.0 + math.exp(lp - lse) / spec
-            for j in range(m):
-                coef[j] = math.exp(logq[j] - lse) / spec
+                coef[j] = q[j] / (denom * spec)
         elif mode == 1 or mode == 2:
-            x = lp - log_xi
-            # -log σ(x) and σ(-x), stable for both signs
-            total += max(-x, 0.0) + math.log1p(math.exp(-abs(x)))
-            s_neg = 1.0 / (1.0 + math.exp(x))
-            g_pos = -s_neg
-            dlog_xi += s_neg
+            # ℓ = log((q⁺ + ξ)/q⁺) + Σ log((q⁻ + ξ)/ξ): factors ≥ 1, folded before overflow
+            prod = (qp + xi) / qp
+            g_pos = -xi / (qp + xi)
+            dlog_xi -= g_pos
             for j in range(m):
-                x = logq[j] - log_xi
-                total += max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-                s_pos = 1.0 / (1.0 + math.exp(-x))
-                coef[j] = s_pos
-                dlog_xi -= s_pos
+                h = q[j] / (q[j] + xi)
+                coef[j] = h
+                dlog_xi -= h
+                prod /= 1.0 - h
+                if prod > 1e200:
+                    total += math.log(prod)
+                    prod = 1.0
+            total += math.log(prod)
         else:
-            total += -lp
+            prod = qp
             g_pos = -1.0
             for j in range(m):
-                qn = math.exp(logq[j])
-                one_minus = 1.0 - qn
+                one_minus = 1.0 - q[j]
                 if one_minus > _UMAP_FLOOR:
-                    total -= math.log(one_minus)
-                    coef[j] = qn / one_minus
+                    prod *= one_minus
+                    coef[j] = q[j] / one_minus
                 else:
-                    total -= math.log(_UMAP_FLOOR)
+                    prod *= _UMAP_FLOOR
                     coef[j] = 0.0
+                if prod < 1e-200:
+                    total -= math.log(prod)
+                    prod = 1.0
+            total -= math.log(prod)
         # dlog q/d(a - b) = -2c·q·(a - b)
         w = -2.0 * c * qp * g_pos * factor
         for k in range(d):
@@ -124,7 +127,7 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad)
             grad[p, k] -= w * diff
         for j in range(m):
             b = rows[j]
-            w = -2.0 * c * math.exp(logq[j]) * coef[j] * factor
+            w = -2.0 * c * q[j] * coef[j] * factor
             for k in range(d):
                 diff = W[a, k] - W[b, k]
                 grad[a, k] += w * diff
