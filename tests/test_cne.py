@@ -92,12 +92,14 @@ def test_quality_on_5000_mnist_points(mnist):
 
 def test_parametric_embeds_held_out_points(mnist_small):
     x_train, y_train, x_test, y_test = mnist_small
-    model = CNE(parametric=True, loss_mode="neg", n_epochs=10, batch_size=1024, random_state=0)
-    Y = model.fit_transform(x_train)
-    Y_test = model.transform(x_test)
-    assert Y_test.shape == (1000, 2)
+    model = CNE(parametric=True, loss_mode="neg", n_epochs=8, batch_size=512, learning_rate=3e-3,
+                random_state=0)
+    Y = model.fit_transform(x_train[:1500])
+    Y_test = model.transform(x_test[:500])
+    assert Y_test.shape == (500, 2)
     np.testing.assert_allclose(model.transform(x_train[:50]), Y[:50], atol=1e-5)
-    assert knn_accuracy(Y, y_train, Y_test, y_test) > 0.7
+    # chance is 0.1; the network generalises to digits it never saw
+    assert knn_accuracy(Y, y_train[:1500], Y_test, y_test[:500]) > 0.6
 
 
 def test_reproducible_and_no_global_rng(blobs):
@@ -215,6 +217,7 @@ def test_divergence_raises_clearly(blobs, monkeypatch):
         (dict(optimizer="lbfgs"), "optimizer"),
         (dict(n_components=3, embd_dim=2), "disagree"),
         (dict(knn_method="annoy"), "knn_method"),
+        (dict(loss_mode="umap", eps=0.001), "eps >= 1"),
     ],
 )
 def test_bad_parameters(blobs, params, match):

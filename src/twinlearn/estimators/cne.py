@@ -265,6 +265,8 @@ class ContrastiveEmbedding:
             raise ValueError("loss_mode='umap' needs metric='euclidean': exp(cos/τ) exceeds 1, "
                              "so log(1 - q) is undefined (the original returned NaN)")
         self._negatives()
+        if mode == "umap" and self.metric == "euclidean" and check_float(self.eps, "eps") < 1.0:
+            raise ValueError(f"loss_mode='umap' needs q = 1/(eps + d²) <= 1, i.e. eps >= 1; got eps={self.eps}")
         check_int(self.n_epochs, "n_epochs")
         check_float(self.learning_rate, "learning_rate")
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
