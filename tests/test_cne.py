@@ -90,6 +90,14 @@ def test_quality_on_5000_mnist_points(mnist):
     assert knn_accuracy(Y, y, model.transform(x_test[te]), y_test[te]) > 0.8
 
 
+def test_parametric_network_embeds_new_blob_points(blobs):
+    X, y = blobs
+    model = CNE(parametric=True, n_epochs=20, batch_size=4096, learning_rate=3e-2, random_state=0)
+    Y = model.fit_transform(X[:240])
+    assert knn_accuracy(Y, y[:240], model.transform(X[240:]), y[240:]) > 0.95
+
+
+@pytest.mark.slow  # minutes when the 2 cores are shared: many small steps of a 784-d network
 def test_parametric_embeds_held_out_points(mnist_small):
     x_train, y_train, x_test, y_test = mnist_small
     model = CNE(parametric=True, loss_mode="neg", n_epochs=8, batch_size=512, learning_rate=3e-3,
