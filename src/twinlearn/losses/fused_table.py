@@ -155,7 +155,9 @@ class _FusedLoss(torch.autograd.Function):
     def backward(ctx, g):
         (grad,) = ctx.saved_tensors
         g_log_z = g * ctx.dlog_xi if ctx.needs_input_grad[1] else None
-        return grad * g, g_log_z, None, None, None, None, None, None, None, None, None
+        # the trainer backpropagates 1.0: skip a pass over the whole table then
+        table_grad = grad if float(g) == 1.0 else grad * g
+        return table_grad, g_log_z, None, None, None, None, None, None, None, None, None
 
 
 class FusedTableObjective(nn.Module):
