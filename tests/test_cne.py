@@ -7,7 +7,7 @@ import scipy.sparse
 import torch
 
 from twinlearn import CNE, ContrastiveEmbedding
-from twinlearn.encoders.table import EmbeddingTable, IndexRows
+from twinlearn.encoders.table import EmbeddingTable
 from twinlearn.estimators.cne import PairObjective
 from twinlearn.losses import ContrastiveLoss
 from twinlearn.losses.fused_table import FusedTableObjective
