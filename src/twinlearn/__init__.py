@@ -17,6 +17,8 @@ logging.getLogger("twinlearn").addHandler(logging.NullHandler())
 _LAZY = {
     "TLDR": "twinlearn.estimators.tldr",
     "TSimCNE": "twinlearn.estimators.tsimcne",
+    "CNE": "twinlearn.estimators.cne",
+    "ContrastiveEmbedding": "twinlearn.estimators.cne",
 }
 
 __all__ = [*_LAZY, "__version__"]

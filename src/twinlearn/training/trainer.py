@@ -46,7 +46,9 @@ class Trainer:
     clip_grad_value : float, optional
         Clip gradients element-wise to ±value (CNE, t-SimCNE).
     callbacks : sequence of callables
-        ``callback(trainer, epoch, mean_loss)`` after every epoch.
+        ``callback(trainer, epoch, mean_loss)`` after every epoch. A callback that also has an
+        ``on_epoch_start(trainer, epoch)`` method is called before each epoch too (phases such
+        as early exaggeration set themselves up there, which also holds after a resume).
     checkpoint_dir : path, optional
         Where ``latest_snapshot.safetensors`` (every epoch) and ``snapshot_{epoch}.safetensors``
         (every ``snapshot_freq`` epochs) are written, atomically.
@@ -163,6 +165,9 @@ class Trainer:
             bar = tqdm(total=self.n_epochs, initial=self.epoch, desc="training", unit="epoch")
         try:
             while self.epoch < self.n_epochs:
+                for callback in self.callbacks:
+                    if hasattr(callback, "on_epoch_start"):
+                        callback.on_epoch_start(self, self.epoch)
                 mean = self.run_epoch()
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean:.4g}")

@@ -1,0 +1,293 @@
+"""Contrastive neighbor embeddings: the fused kernel against the torch path, the estimator's
+contract, quality on real MNIST, reproducibility, model files and bad input."""
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from twinlearn import CNE, ContrastiveEmbedding
+from twinlearn.encoders.table import EmbeddingTable
+from twinlearn.estimators.cne import PairObjective
+from twinlearn.losses import ContrastiveLoss
+from twinlearn.losses.fused_table import FusedTableObjective
+from twinlearn.metrics import knn_accuracy
+from twinlearn.neighbors import compute_knn
+from twinlearn.training import TrainingDiverged
+from twinlearn.training.callbacks import LossHistory
+
+FAST = dict(n_epochs=6, batch_size=512, random_state=0)
+
+
+@pytest.mark.parametrize("mode", ["infonce", "neg", "nce", "umap"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_fused_kernel_matches_torch_loss_and_gradients(mode, reduction):
+    g = torch.Generator().manual_seed(0)
+    init = torch.randn(40, 2, generator=g) * 3
+    heads, tails = torch.randint(40, (25,), generator=g), torch.randint(40, (25,), generator=g)
+    out = []
+    for fused in (False, True):
+        table = EmbeddingTable(init)
+        loss = ContrastiveLoss(mode, negative_samples=7, ince_spec=2.0, neg_spec=0.3, log_Z=0.2,
+                               reduction=reduction, loss_scale=0.7,
+                               generator=torch.Generator().manual_seed(3))
+        objective = FusedTableObjective(table, loss) if fused else PairObjective(table, loss, None)
+        value = objective((heads, tails))
+        value.backward()
+        log_z_grad = None if loss.log_Z is None else float(loss.log_Z.grad)
+        out.append((float(value.detach()), table.weight.grad.clone(), log_z_grad))
+    (ref, g_ref, z_ref), (val, g_val, z_val) = out
+    assert val == pytest.approx(ref, rel=1e-5)
+    torch.testing.assert_close(g_val, g_ref, rtol=1e-4, atol=1e-6)
+    if mode == "nce":
+        assert z_val == pytest.approx(z_ref, rel=1e-5)
+
+
+def test_fused_and_torch_paths_train_alike(blobs, monkeypatch):
+    X, _ = blobs
+    fused = CNE(**FAST).fit(X)
+    import twinlearn.estimators.cne as cne_module
+
+    monkeypatch.setattr(cne_module, "fused_supported", lambda *a: False)
+    plain = CNE(**FAST).fit(X)
+    np.testing.assert_allclose(fused.loss_history_, plain.loss_history_, rtol=1e-4)
+    # float32 rounding differs (sums in another order), so trajectories drift slightly
+    np.testing.assert_allclose(fused.embedding_, plain.embedding_, atol=1e-2)
+
+
+def test_dedup_objective_equals_two_passes():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    data = torch.randn(10, 4)
+    store = type("S", (), {"gather": lambda self, i: data[i]})()
+    loss = ContrastiveLoss("neg", negative_samples=3, generator=torch.Generator().manual_seed(1))
+    a, b = torch.tensor([0, 1, 1, 5]), torch.tensor([1, 0, 5, 9])
+    got = PairObjective(net, loss, store)((a, b))
+    loss.generator.manual_seed(1)
+    assert float(got) == pytest.approx(float(loss(net(data[a]), net(data[b]))), rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["infonce", "neg", "nce", "umap"])
+def test_every_loss_separates_blobs(blobs, mode):
+    X, y = blobs
+    model = CNE(loss_mode=mode, n_epochs=30, batch_size=1024, random_state=0)
+    Y = model.fit_transform(X)
+    assert Y.shape == (300, 2) and np.isfinite(Y).all()
+    assert knn_accuracy(Y[:200], y[:200], Y[200:], y[200:]) > 0.97
+    assert model.loss_history_[-1] < model.loss_history_[0]
+
+
+def test_quality_on_5000_mnist_points(mnist):
+    x_train, y_train, x_test, y_test = mnist
+    rng = np.random.default_rng(1)
+    idx = rng.choice(len(x_train), 5000, replace=False)
+    X, y = x_train[idx], y_train[idx]
+    model = CNE(random_state=0)
+    Y = model.fit_transform(X)
+    # raw pixels give 0.92 on such a split and t-SNE 0.93; InfoNCE with 5 negatives less
+    assert knn_accuracy(Y[:4000], y[:4000], Y[4000:], y[4000:]) > 0.8
+    te = rng.choice(len(x_test), 500, replace=False)
+    assert knn_accuracy(Y, y, model.transform(x_test[te]), y_test[te]) > 0.8
+
+
+def test_parametric_network_embeds_new_blob_points(blobs):
+    X, y = blobs
+    model = CNE(parametric=True, n_epochs=20, batch_size=4096, learning_rate=3e-2, random_state=0)
+    Y = model.fit_transform(X[:240])
+    assert knn_accuracy(Y, y[:240], model.transform(X[240:]), y[240:]) > 0.95
+
+
+@pytest.mark.slow  # minutes when the 2 cores are shared: many small steps of a 784-d network
+def test_parametric_embeds_held_out_points(mnist_small):
+    x_train, y_train, x_test, y_test = mnist_small
+    model = CNE(parametric=True, loss_mode="neg", n_epochs=8, batch_size=512, learning_rate=3e-3,
+                random_state=0)
+    Y = model.fit_transform(x_train[:1500])
+    Y_test = model.transform(x_test[:500])
+    assert Y_test.shape == (500, 2)
+    np.testing.assert_allclose(model.transform(x_train[:50]), Y[:50], atol=1e-5)
+    # chance is 0.1; the network generalises to digits it never saw
+    assert knn_accuracy(Y, y_train[:1500], Y_test, y_test[:500]) > 0.6
+
+
+def test_reproducible_and_no_global_rng(blobs):
+    X, _ = blobs
+    state = torch.get_rng_state()
+    np_state = np.random.get_state()[1].copy()
+    a = CNE(**FAST).fit_transform(X)
+    b = CNE(**FAST).fit_transform(X)
+    c = CNE(**{**FAST, "random_state": 1}).fit_transform(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert np.array_equal(np.random.get_state()[1], np_state)
+
+
+def test_index_selection_and_placement_of_new_points(blobs):
+    X, y = blobs
+    model = CNE(n_epochs=30, batch_size=1024, random_state=0).fit(X[:250])
+    np.testing.assert_array_equal(model.transform(3), model.embedding_[3])
+    np.testing.assert_array_equal(model.transform([0, 5, 7]), model.embedding_[[0, 5, 7]])
+    new = model.transform(X[250:])
+    assert new.shape == (50, 2)
+    # placed points are optimised, not the training embedding returned again
+    assert knn_accuracy(model.embedding_, y[:250], new, y[250:]) > 0.97
+    single = model.transform(X[250:251])
+    assert single.shape == (1, 2)
+    tensor_out = model.transform(torch.from_numpy(X[250:260]))
+    assert isinstance(tensor_out, torch.Tensor) and tensor_out.shape == (10, 2)
+
+
+def test_user_graph_sparse_or_indices(blobs):
+    X, _ = blobs
+    idx, _ = compute_knn(X, 15)
+    rows = np.repeat(np.arange(len(X)), 15)
+    A = scipy.sparse.csr_matrix((np.full(rows.size, 0.3), (rows, idx.ravel())), shape=(300, 300))
+    by_default = CNE(**FAST).fit_transform(X)
+    by_indices = CNE(**FAST).fit_transform(X, knn_graph=idx)
+    by_sparse = CNE(**FAST).fit_transform(X, graph=A)
+    np.testing.assert_allclose(by_default, by_indices)
+    np.testing.assert_allclose(by_default, by_sparse)
+    assert CNE(**FAST).fit(X, graph=A).neighbor_graph_.nnz == (A + A.T).nnz
+
+
+def test_exaggeration_applies_when_the_constant_is_given():
+    # n = 2000 > 100·m, so ξ = 0.05 lies between the t-SNE (ξ = 0.25) and UMAP (ξ = 1) ends
+    X = np.random.default_rng(0).normal(size=(2000, 5)).astype(np.float32)
+    seen = []
+
+    def spy(trainer, epoch, loss):
+        seen.append((trainer.objective.loss.neg_spec, trainer.objective.loss.ince_spec))
+
+    CNE(loss_mode="neg", neg_spec=0.05, n_epochs=6, batch_size=8192, random_state=0).fit(X, callbacks=[spy])
+    assert [xi for xi, _ in seen] == [pytest.approx(1.0)] * 2 + [0.05] * 4  # s_early = max(s, 1)
+    seen.clear()
+    CNE(ince_spec=0.5, n_epochs=6, batch_size=8192, random_state=0).fit(X, callbacks=[spy])
+    assert [rho for _, rho in seen] == [pytest.approx(4.0)] * 2 + [0.5] * 4
+    seen.clear()
+    CNE(ince_spec=0.5, n_epochs=6, early_exaggeration=False, random_state=0).fit(X, callbacks=[spy])
+    assert [rho for _, rho in seen] == [0.5] * 6
+
+
+def test_snapshots_and_loss_history(blobs):
+    X, _ = blobs
+    history = LossHistory()
+    model = CNE(**{**FAST, "save_freq": 2}).fit(X, callbacks=[history])
+    assert [e for e, _ in model.embedding_snapshots_] == [0, 2, 4, 6]
+    np.testing.assert_array_equal(model.embedding_snapshots_[-1][1], model.embedding_)
+    assert [h["loss"] for h in history.history] == pytest.approx(model.loss_history_)
+    assert history.history[-1]["lr"] < history.history[0]["lr"]  # linear annealing
+
+
+@pytest.mark.parametrize("parametric", [False, True])
+def test_save_load_round_trip(blobs, tmp_path, parametric):
+    X, _ = blobs
+    model = CNE(parametric=parametric, **FAST).fit(X[:250])
+    path = tmp_path / "cne.safetensors"
+    model.save(path)
+    loaded = CNE(device="cpu").load(path, init=True)
+    np.testing.assert_array_equal(loaded.embedding_, model.embedding_)
+    np.testing.assert_allclose(loaded.transform(X[250:]), model.transform(X[250:]), atol=1e-5)
+    with pytest.raises(ValueError, match="saved with"):
+        CNE(parametric=not parametric).load(path)
+
+
+def test_model_saved_without_data_still_selects_rows(blobs, tmp_path):
+    X, _ = blobs
+    model = CNE(**FAST).fit(X)
+    model.save(tmp_path / "m.safetensors", include_data=False)
+    loaded = CNE().load(tmp_path / "m.safetensors", init=True)
+    np.testing.assert_array_equal(loaded.transform([1, 2]), model.embedding_[[1, 2]])
+    with pytest.raises(ValueError, match="training data"):
+        loaded.transform(X[:3])
+
+
+def test_divergence_raises_clearly(blobs, monkeypatch):
+    # the torch path overflows float32 on distances of 1e30 (the fused kernel works in float64)
+    import twinlearn.estimators.cne as cne_module
+
+    monkeypatch.setattr(cne_module, "fused_supported", lambda *a: False)
+    X, _ = blobs
+    init = np.where(np.arange(600).reshape(300, 2) % 3 == 0, 1e30, -1e30)
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        CNE(loss_mode="neg", **{**FAST, "n_epochs": 2}).fit(X, init=init)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(loss_mode="bogus"), "loss_mode"),
+        (dict(metric="manhattan"), "metric"),
+        (dict(loss_mode="umap", metric="cosine"), "euclidean"),
+        (dict(n_neighbors=300), "n_neighbors"),
+        (dict(negative_samples=0), "negative_samples"),
+        (dict(s=0.5, neg_spec=1.0, loss_mode="neg"), "at most one"),
+        (dict(optimizer="lbfgs"), "optimizer"),
+        (dict(n_components=3, embd_dim=2), "disagree"),
+        (dict(knn_method="annoy"), "knn_method"),
+        (dict(loss_mode="umap", eps=0.001), "eps >= 1"),
+    ],
+)
+def test_bad_parameters(blobs, params, match):
+    X, _ = blobs
+    with pytest.raises(ValueError, match=match):
+        CNE(**params).fit(X)
+
+
+def test_bad_data(blobs):
+    X, _ = blobs
+    bad = X.copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN|finite"):
+        CNE(**FAST).fit(bad)
+    with pytest.raises(ValueError, match="init has shape"):
+        CNE(**FAST).fit(X, init=np.zeros((300, 3)))
+    model = CNE(**FAST).fit(X)
+    with pytest.raises(ValueError, match="features"):
+        model.transform(X[:, :5])
+    with pytest.raises(IndexError):
+        model.transform([0, 300])
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        CNE().transform(X)
+
+
+def test_aliases_of_the_original():
+    X = np.random.default_rng(0).normal(size=(120, 5)).astype(np.float32)
+    model = CNE(embd_dim=3, k=5, loss_mode="neg_sample", n_epochs=2, random_state=0).fit(X)
+    assert model.embedding_.shape == (120, 3)
+
+
+def test_engine_trains_any_pair_loader():
+    """Two noisy views of each item through a small network (SimCLR-style, full-batch negatives)."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=5, size=(4, 8))
+    labels = rng.integers(0, 4, 256)
+    base = torch.from_numpy((centers[labels] + rng.normal(size=(256, 8))).astype(np.float32))
+    views = [(base + 0.1 * torch.randn(256, 8, generator=torch.Generator().manual_seed(s))) for s in (1, 2)]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*views), batch_size=64)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    engine = ContrastiveEmbedding(net, negative_samples="full", metric="cosine", n_epochs=15,
+                                  learning_rate=1e-2, optimizer="adam", early_exaggeration=False,
+                                  random_state=0)
+    engine.fit(loader)
+    assert engine.loss_history_[-1] < engine.loss_history_[0]
+    Z = engine.transform(base)
+    assert Z.shape == (256, 2)
+    with pytest.raises(TypeError, match="EmbeddingTable"):
+        engine.fit_transform(loader)
+
+
+def test_engine_table_fit_transform_needs_n_for_neg_spectrum():
+    heads, tails = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 0])
+    from twinlearn.pairs import EdgePairSource
+
+    pairs = EdgePairSource(heads, tails, 4, torch.device("cpu"), torch.Generator().manual_seed(0))
+    emb = ContrastiveEmbedding(EmbeddingTable(np.eye(4, 2)), loss_mode="neg", n_epochs=2,
+                               learning_rate=0.1).fit_transform(pairs)
+    assert emb.shape == (4, 2)
+    with pytest.raises(ValueError, match="number of points"):
+        ContrastiveEmbedding(torch.nn.Linear(2, 2), loss_mode="neg", s=0.3).fit(pairs)
