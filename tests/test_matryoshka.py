@@ -1,0 +1,171 @@
+"""Matryoshka heads and loss wrapper against hand-written references; nested TLDR."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from sklearn.decomposition import PCA
+
+from twinlearn import TLDR
+from twinlearn.encoders.matryoshka import (
+    NestedHeads,
+    NestedMLPProjector,
+    check_nesting_dims,
+    default_nesting_dims,
+)
+from twinlearn.kernels import CauchyKernel
+from twinlearn.losses import BarlowTwinsLoss, ContrastiveLoss, MatryoshkaLoss, ReLICLoss
+from twinlearn.metrics import knn_accuracy
+
+DIMS = [2, 4, 8]
+
+
+def _pair(b=32, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
+
+
+def test_wrapper_equals_hand_computed_weighted_sum_of_prefix_losses():
+    z1, z2 = _pair()
+    base = BarlowTwinsLoss()
+    weights = [0.5, 1.0, 2.0]
+    got = MatryoshkaLoss(base, DIMS, weights)(z1, z2)
+    expected = sum(w * base(z1[:, :m], z2[:, :m]) for w, m in zip(weights, DIMS))
+    torch.testing.assert_close(got, expected)
+    unweighted = MatryoshkaLoss(base, DIMS)(z1, z2)
+    torch.testing.assert_close(unweighted, sum(base(z1[:, :m], z2[:, :m]) for m in DIMS))
+
+
+def test_wrapper_takes_per_nest_head_outputs_and_keeps_per_nest_losses():
+    z1, z2 = _pair(d=16)
+    outs1 = [z1[:, :5], z1[:, 5:12], z1]
+    outs2 = [z2[:, :5], z2[:, 5:12], z2]
+    base = BarlowTwinsLoss()
+    wrapper = MatryoshkaLoss(base, DIMS)
+    got = wrapper(outs1, outs2)
+    parts = [base(a, b) for a, b in zip(outs1, outs2)]
+    torch.testing.assert_close(got, sum(parts))
+    torch.testing.assert_close(wrapper.last_losses, torch.stack(parts))
+
+
+def test_wrapper_around_contrastive_loss_matches_loop():
+    z1, z2 = _pair(d=8)
+    base = ContrastiveLoss("infonce", CauchyKernel(), negative_samples="full")
+    got = MatryoshkaLoss(base, DIMS)(z1, z2)
+    torch.testing.assert_close(got, sum(base(z1[:, :m], z2[:, :m]) for m in DIMS))
+
+
+def test_stacked_relic_path_equals_per_nest_loop():
+    z1, z2 = _pair(d=6)
+    outs1 = list(torch.randn(3, 32, 6).unbind(0))
+    outs2 = list(torch.randn(3, 32, 6).unbind(0))
+    base = ReLICLoss(alpha=0.7)
+    got = MatryoshkaLoss(base, DIMS)(outs1, outs2)
+    torch.testing.assert_close(got, sum(base(a, b) for a, b in zip(outs1, outs2)))
+
+
+def test_wrapper_rejects_bad_arguments():
+    base = BarlowTwinsLoss()
+    with pytest.raises(ValueError, match="strictly increasing"):
+        MatryoshkaLoss(base, [8, 8])
+    with pytest.raises(ValueError, match="weights"):
+        MatryoshkaLoss(base, [2, 4], [1.0])
+    with pytest.raises(ValueError, match="weights"):
+        MatryoshkaLoss(base, [2, 4], [1.0, -1.0])
+    with pytest.raises(TypeError, match="nesting_dims"):
+        MatryoshkaLoss(base, "8,16")
+    with pytest.raises(ValueError, match="fewer than the largest nest"):
+        MatryoshkaLoss(base, [2, 16])(*_pair(d=8))
+
+
+def test_nesting_dim_helpers():
+    assert default_nesting_dims(512) == [8, 16, 32, 64, 128, 256, 512]
+    assert default_nesting_dims(100) == [8, 16, 32, 64, 100]
+    with pytest.raises(ValueError, match="embedding has 32"):
+        check_nesting_dims([8, 64], 32)
+
+
+def test_shared_head_uses_only_the_first_m_weight_columns():
+    torch.manual_seed(0)
+    x = torch.randn(10, 8)
+    heads = NestedHeads(lambda d: nn.Linear(d, 3), DIMS, shared=True)
+    lin = heads.heads[0]
+    for m, out in zip(DIMS, heads(x)):
+        torch.testing.assert_close(out, x[:, :m] @ lin.weight[:, :m].T + lin.bias)
+
+
+def test_shared_projector_stacked_equals_one_nest_at_a_time_and_hidden_layer_is_used():
+    torch.manual_seed(0)
+    x = torch.randn(10, 8, requires_grad=True)
+    proj = NestedMLPProjector(DIMS, out_dim=4, hidden_dim=16)
+    hidden, _, out = proj.heads[0]
+    for m, z in zip(DIMS, proj(x)):
+        manual = torch.relu(x[:, :m] @ hidden.weight[:, :m].T) @ out.weight.T
+        torch.testing.assert_close(z, manual)
+    sum(z.sum() for z in proj(x)).backward()
+    assert hidden.weight.grad is not None and hidden.weight.grad.abs().sum() > 0
+
+
+def test_full_mrl_heads_see_only_their_prefix():
+    torch.manual_seed(0)
+    heads = NestedHeads(lambda d: nn.Sequential(nn.Linear(d, 5), nn.BatchNorm1d(5)), DIMS, shared=False)
+    assert [h[0].in_features for h in heads.heads] == DIMS
+    x = torch.randn(16, 8, requires_grad=True)
+    outs = heads(x)
+    for m, z in zip(DIMS, outs):
+        (grad,) = torch.autograd.grad((z * torch.randn_like(z)).sum(), x, retain_graph=True)
+        assert grad[:, m:].abs().sum() == 0 and grad[:, :m].abs().min() > 0
+
+
+def test_shared_batchnorm_head_normalises_each_nest_alone():
+    torch.manual_seed(0)
+    heads = NestedHeads(lambda d: nn.Sequential(nn.Linear(d, 5), nn.BatchNorm1d(5, affine=False)), DIMS)
+    for z in heads(torch.randn(64, 8)):
+        torch.testing.assert_close(z.mean(0), torch.zeros(5), atol=1e-5, rtol=0)
+
+
+# --- nested TLDR --------------------------------------------------------------------------
+FAST = dict(projector="mlp-1-128", n_epochs=3, batch_size=64, random_state=0)
+
+
+def test_nested_tldr_prefixes_are_the_first_columns(blobs, tmp_path):
+    X, _ = blobs
+    model = TLDR(n_components=8, nesting_dims=[2, 4, 8], **FAST).fit(X, retain_projector=True)
+    full = model.transform(X)
+    for m in (2, 4, 8):
+        assert np.array_equal(model.transform(X, n_components=m), full[:, :m])
+    assert len(model.projector_.heads) == 3
+    path = tmp_path / "nested.safetensors"
+    model.save(path)
+    loaded = TLDR().load(path, init=True)
+    assert loaded.nesting_dims == [2, 4, 8]
+    assert np.array_equal(loaded.transform(X), full)
+    with pytest.raises(ValueError, match="different architecture"):
+        TLDR(n_components=8, projector="mlp-1-128").load(path)
+
+
+def test_nested_tldr_rejects_bad_nesting_before_training(blobs):
+    X, _ = blobs
+    with pytest.raises(ValueError, match="nesting_dims"):
+        TLDR(n_components=8, nesting_dims=[4, 16], **FAST).fit(X)
+    with pytest.raises(TypeError, match="nesting_dims"):
+        TLDR(n_components=8, nesting_dims=8, **FAST).fit(X)
+
+
+def test_nested_tldr_small_prefix_is_as_good_as_a_small_tldr(mnist_small):
+    x_train, y_train, x_test, y_test = mnist_small
+    params = dict(projector="mlp-1-256", n_epochs=10, batch_size=256, random_state=0)
+    nested = TLDR(n_components=32, nesting_dims=[4, 8, 32], **params).fit(x_train)
+    single = TLDR(n_components=4, **params).fit(x_train)
+    pca = PCA(4, random_state=0).fit(x_train)
+
+    def acc(train, test):
+        return knn_accuracy(train, y_train, test, y_test)
+
+    a_nested = acc(nested.transform(x_train, n_components=4), nested.transform(x_test, n_components=4))
+    a_single = acc(single.transform(x_train), single.transform(x_test))
+    a_pca = acc(pca.transform(x_train), pca.transform(x_test))
+    assert a_nested > a_single - 0.04, (a_nested, a_single)
+    assert a_nested > a_pca + 0.02, (a_nested, a_pca)
+    a_full = acc(nested.transform(x_train), nested.transform(x_test))
+    assert a_full > a_nested, (a_full, a_nested)
