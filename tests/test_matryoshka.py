@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from sklearn.decomposition import PCA
 
 from twinlearn import TLDR
 from twinlearn.encoders.matryoshka import (
@@ -153,19 +152,21 @@ def test_nested_tldr_rejects_bad_nesting_before_training(blobs):
 
 
 def test_nested_tldr_small_prefix_is_as_good_as_a_small_tldr(mnist_small):
+    # A short run on 3 000 digits: the claim tested is "the 8-dim prefix of one nested model is
+    # as good as a model trained for 8 dims", not absolute quality (benchmarks/mrl_tldr_mnist.py
+    # checks that on the full set, against PCA too).
+    from twinlearn.neighbors import compute_knn
+
     x_train, y_train, x_test, y_test = mnist_small
-    params = dict(projector="mlp-1-256", n_epochs=10, batch_size=256, random_state=0)
-    nested = TLDR(n_components=32, nesting_dims=[4, 8, 32], **params).fit(x_train)
-    single = TLDR(n_components=4, **params).fit(x_train)
-    pca = PCA(4, random_state=0).fit(x_train)
+    knn, _ = compute_knn(x_train, 5, method="exact")
+    params = dict(projector="mlp-1-128", n_epochs=5, batch_size=128, random_state=0)
+    nested = TLDR(n_components=32, nesting_dims=[8, 32], **params).fit(x_train, knn_graph=knn)
+    single = TLDR(n_components=8, **params).fit(x_train, knn_graph=knn)
 
-    def acc(train, test):
-        return knn_accuracy(train, y_train, test, y_test)
+    def acc(model, m=None):
+        return knn_accuracy(model.transform(x_train, n_components=m), y_train,
+                            model.transform(x_test, n_components=m), y_test)
 
-    a_nested = acc(nested.transform(x_train, n_components=4), nested.transform(x_test, n_components=4))
-    a_single = acc(single.transform(x_train), single.transform(x_test))
-    a_pca = acc(pca.transform(x_train), pca.transform(x_test))
-    assert a_nested > a_single - 0.04, (a_nested, a_single)
-    assert a_nested > a_pca + 0.02, (a_nested, a_pca)
-    a_full = acc(nested.transform(x_train), nested.transform(x_test))
-    assert a_full > a_nested, (a_full, a_nested)
+    a_nested, a_single, a_full = acc(nested, 8), acc(single), acc(nested)
+    assert a_nested > a_single - 0.02, (a_nested, a_single)
+    assert a_full > a_nested + 0.05, (a_full, a_nested)
