@@ -16,6 +16,7 @@ logging.getLogger("twinlearn").addHandler(logging.NullHandler())
 
 _LAZY = {
     "TLDR": "twinlearn.estimators.tldr",
+    "ReLIC": "twinlearn.estimators.matryoshka",
 }
 
 __all__ = [*_LAZY, "__version__"]
