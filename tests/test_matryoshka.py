@@ -170,3 +170,45 @@ def test_nested_tldr_small_prefix_is_as_good_as_a_small_tldr(mnist_small):
     a_nested, a_single, a_full = acc(nested, 8), acc(single), acc(nested)
     assert a_nested > a_single - 0.02, (a_nested, a_single)
     assert a_full > a_nested + 0.05, (a_full, a_nested)
+
+
+# --- linear probe and the accuracy-across-dimensions report ---------------------------------
+def test_linear_probe_matches_a_direct_sklearn_fit(blobs):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from twinlearn.metrics import linear_probe
+
+    X, y = blobs
+    rng = np.random.default_rng(0)
+    noisy = X + rng.normal(scale=6.0, size=X.shape).astype(np.float32)
+    tr, te = slice(0, 200), slice(200, 300)
+    scaler = StandardScaler().fit(noisy[tr])
+    ref = LogisticRegression(max_iter=1000).fit(scaler.transform(noisy[tr]), y[tr])
+    expected = ref.score(scaler.transform(noisy[te]), y[te])
+    assert linear_probe(noisy[tr], y[tr], noisy[te], y[te]) == pytest.approx(expected)
+    shuffled = rng.permutation(y[tr])
+    assert linear_probe(noisy[tr], shuffled, noisy[te], y[te]) < expected
+    with pytest.raises(ValueError, match="features"):
+        linear_probe(noisy[tr], y[tr], noisy[te, :5], y[te])
+
+
+def test_accuracy_across_dims_report(tmp_path):
+    from twinlearn.metrics import accuracy_across_dims, format_dims_table, plot_accuracy_across_dims
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    # the class signal sits in the last columns: prefixes of 2 miss it, PCA finds it
+    X = rng.normal(size=(400, 8)).astype(np.float32)
+    X[:, 6] += 6 * (y % 2)
+    X[:, 7] += 6 * (y // 2)
+    rows = accuracy_across_dims(X[:300], y[:300], X[300:], y[300:], [2, 8])
+    assert [r["d"] for r in rows] == [2, 8]
+    assert rows[0]["prefix"] < 0.5 < rows[0]["pca"] and rows[1]["prefix"] > 0.9
+    table = format_dims_table(rows)
+    assert table.splitlines()[0] == "| d | prefix accuracy | pca accuracy |" and len(table.splitlines()) == 4
+    pytest.importorskip("matplotlib")
+    plot_accuracy_across_dims(rows, tmp_path / "dims.png")
+    assert (tmp_path / "dims.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="dims"):
+        accuracy_across_dims(X, y, X, y, [16])
