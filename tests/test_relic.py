@@ -115,7 +115,7 @@ TINY = dict(backbone="small_cnn", n_epochs=2, batch_size=8, proj_hidden_dim=32,
 
 @pytest.fixture(scope="module")
 def images():
-    return np.random.default_rng(0).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+    return np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
 
 
 def test_fit_trains_batchnorm_and_prefixes_are_first_columns(images):
@@ -128,10 +128,10 @@ def test_fit_trains_batchnorm_and_prefixes_are_first_columns(images):
     assert isinstance(online_bn, torch.nn.BatchNorm2d)
     for bn in (online_bn, target_bn):
         assert bn.running_mean.abs().sum() > 0 and not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
-    assert int(online_bn.num_batches_tracked) == 2 * 3 * 2  # two views, 3 steps, 2 epochs
+    assert int(online_bn.num_batches_tracked) == 2 * 2 * 2  # two views, 2 steps, 2 epochs
     assert not model.backbone_.training
     full = model.transform(images)
-    assert full.shape == (24, 256) and model.feature_dim_ == 256 and model.nesting_dims_ == [8, 32, 256]
+    assert full.shape == (16, 256) and model.feature_dim_ == 256 and model.nesting_dims_ == [8, 32, 256]
     for m in (8, 32):
         assert np.array_equal(model.transform(images, n_components=m), full[:, :m])
     assert len(model.loss_history_) == 2 and all(np.isfinite(model.loss_history_))
@@ -150,8 +150,7 @@ def test_resume_restores_optimizer_step_and_gamma(images, tmp_path):
     assert resumed.n_epochs_trained_ == 2 and first.n_epochs_trained_ == 1
     assert resumed.loss_history_ == pytest.approx(full.loss_history_, rel=1e-4)
     np.testing.assert_allclose(resumed.transform(images), full.transform(images), rtol=1e-3, atol=1e-4)
-    restarted = ReLIC(**{**params, "n_epochs": 2, "random_state": 1}).fit(images)
-    assert not np.allclose(restarted.transform(images), full.transform(images), rtol=1e-3, atol=1e-4)
+    assert not np.allclose(first.transform(images), full.transform(images), rtol=1e-3, atol=1e-4)
 
 
 def test_save_load_roundtrip(images, tmp_path):
@@ -160,7 +159,7 @@ def test_save_load_roundtrip(images, tmp_path):
     loaded = ReLIC().load(tmp_path / "m.safetensors")
     assert loaded.nesting_dims == [8, 32, 256] and loaded.backbone == "small_cnn"
     assert np.array_equal(loaded.transform(images), model.transform(images))
-    assert loaded.transform(images).shape == (24, 32)
+    assert loaded.transform(images).shape == (16, 32)
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,8 @@ class ReLIC(TwinlearnEstimator):
     image_size_ : (int, int)
     inverse_temperature_ : float
     loss_history_ : list of float
+    epoch_seconds_ : list of float
+        Wall-clock seconds of each epoch trained in the last ``fit``.
     """
 
     def __init__(
@@ -269,6 +271,7 @@ class ReLIC(TwinlearnEstimator):
         self.image_size_ = (int(images.shape[2]), int(images.shape[3]))
         self.inverse_temperature_ = float(loss.base_loss.inverse_temperature().detach())
         self.loss_history_ = trainer.loss_history
+        self.epoch_seconds_ = trainer.epoch_seconds
         self.n_epochs_trained_ = trainer.epoch
         if checkpoint_dir is not None:
             self.save(Path(checkpoint_dir) / "relic_model.safetensors")
