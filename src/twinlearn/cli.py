@@ -30,7 +30,8 @@ def build_mrl_parser() -> argparse.ArgumentParser:
         description="Matryoshka representation learning with ReLIC (twinlearn).",
     )
     p.add_argument("--dataset_path", default="./data",
-                   help="CIFAR-10 tarball or folder, STL-10 folder (with stl10_binary/), or image folder")
+                   help="CIFAR-10 tarball or folder, STL-10 folder (with stl10_binary/), "
+                   "or image folder")
     p.add_argument("--dataset_name", default="stl10", choices=DATASETS + OFFLINE_ONLY)
     p.add_argument("-m", "--encoder_model_name", default="resnet18",
                    help="resnet18, resnet50 or another twinlearn backbone (small_cnn for CPUs)")
@@ -79,7 +80,9 @@ def load_dataset(name: str, path: str | Path) -> np.ndarray:
         for folder in (path / "cifar10" / "train", path / "train"):
             if folder.is_dir():
                 return load_images(folder)[0].permute(0, 2, 3, 1).numpy()
-        raise SystemExit(f"no CIFAR-10 at {path}: expected cifar10-jpg.tar.gz or a cifar10/train folder")
+        raise SystemExit(
+            f"no CIFAR-10 at {path}: expected cifar10-jpg.tar.gz or a cifar10/train folder"
+        )
     if name == "stl10":
         from twinlearn.data.stl10 import load_stl10
 
@@ -101,7 +104,8 @@ def mrl_main(argv: Sequence[str] | None = None) -> int:
 
     images = load_dataset(args.dataset_name, args.dataset_path)
     if args.max_images is not None and args.max_images < len(images):
-        keep = np.sort(np.random.default_rng(args.seed).choice(len(images), args.max_images, replace=False))
+        rng = np.random.default_rng(args.seed)
+        keep = np.sort(rng.choice(len(images), args.max_images, replace=False))
         images = images[keep]
     device = resolve_device(args.device)
     precision = "fp32"

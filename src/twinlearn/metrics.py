@@ -172,7 +172,9 @@ def accuracy_across_dims(
         row = {"d": d, "prefix": score(train[:, :d], train_labels, test[:, :d], test_labels)}
         if pca:
             reducer = PCA(d, random_state=random_state).fit(train)
-            row["pca"] = score(reducer.transform(train), train_labels, reducer.transform(test), test_labels)
+            row["pca"] = score(
+                reducer.transform(train), train_labels, reducer.transform(test), test_labels
+            )
         rows.append(row)
     return rows
 
@@ -185,7 +187,9 @@ def format_dims_table(rows: list[dict], title: str = "accuracy") -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy_across_dims(rows: list[dict], path, title: str = "accuracy across dimensions") -> None:
+def plot_accuracy_across_dims(
+    rows: list[dict], path, title: str = "accuracy across dimensions"
+) -> None:
     """Save a PNG of accuracy against the prefix size (log-2 axis), one line per method, like
     mrl-pytorch's figures. Needs matplotlib (``pip install 'twinlearn[plot]'``)."""
     from twinlearn._optional import import_optional

@@ -18,7 +18,9 @@ def _find_file(root: Path, name: str) -> Path | None:
     return None
 
 
-def load_stl10(path: str | os.PathLike, split: str = "unlabeled") -> tuple[np.ndarray, np.ndarray | None]:
+def load_stl10(
+    path: str | os.PathLike, split: str = "unlabeled"
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Images ``(N, 96, 96, 3)`` uint8 and labels (0-based; ``None`` for ``"unlabeled"``).
 
     Parameters

@@ -70,7 +70,10 @@ class NestedHeads(nn.Module):
     """
 
     def __init__(
-        self, make_head: Callable[[int], nn.Module], nesting_dims: Sequence[int], shared: bool = True
+        self,
+        make_head: Callable[[int], nn.Module],
+        nesting_dims: Sequence[int],
+        shared: bool = True,
     ) -> None:
         super().__init__()
         self.nesting_dims = list(nesting_dims)

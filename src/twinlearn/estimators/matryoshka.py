@@ -28,7 +28,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from twinlearn._device import fork_torch_rng, make_generator
 from twinlearn.data.images import load_images
-from twinlearn.encoders.matryoshka import NestedMLPProjector, check_nesting_dims, default_nesting_dims
+from twinlearn.encoders.matryoshka import (
+    NestedMLPProjector,
+    check_nesting_dims,
+    default_nesting_dims,
+)
 from twinlearn.encoders.vision import BACKBONES, _torchvision_resnet, make_backbone
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
@@ -194,7 +198,9 @@ class ReLIC(TwinlearnEstimator):
             backbone, feature_dim = self._make_backbone(image_side)
             dims = (default_nesting_dims(feature_dim) if self.nesting_dims is None
                     else check_nesting_dims(self.nesting_dims, feature_dim))
-            projector = NestedMLPProjector(dims, self.proj_out_dim, self.proj_hidden_dim, self.shared_head)
+            projector = NestedMLPProjector(
+                dims, self.proj_out_dim, self.proj_hidden_dim, self.shared_head
+            )
         return nn.Sequential(backbone, projector), dims, feature_dim
 
     def fit(
@@ -235,7 +241,9 @@ class ReLIC(TwinlearnEstimator):
         if n < 2:
             raise ValueError(f"X holds {n} image(s); ReLIC needs at least 2")
         if self.batch_size > n:
-            raise ValueError(f"batch_size={self.batch_size} is larger than the number of images ({n})")
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than the number of images ({n})"
+            )
         device, seed = self._device(), self._seed()
         online, dims, feature_dim = self._build_online(int(images.shape[2]), seed)
         loss = MatryoshkaLoss(ReLICLoss(self.alpha, self.max_inverse_temperature), dims)
@@ -261,7 +269,8 @@ class ReLIC(TwinlearnEstimator):
         )
         if resume_from is not None:
             trainer.load_checkpoint(resume_from)
-            logger.info("resumed from %s at epoch %d (step %d)", resume_from, trainer.epoch, trainer.step)
+            logger.info("resumed from %s at epoch %d (step %d)",
+                        resume_from, trainer.epoch, trainer.step)
         trainer.fit()
 
         self.objective_ = objective
@@ -298,7 +307,9 @@ class ReLIC(TwinlearnEstimator):
         if m is not None:
             check_int(m, "n_components")
             if m > self.feature_dim_:
-                raise ValueError(f"n_components={m} exceeds the {self.feature_dim_} backbone features")
+                raise ValueError(
+                    f"n_components={m} exceeds the {self.feature_dim_} backbone features"
+                )
         images, _ = load_images(X, self.image_size_)
         device = next(self.backbone_.parameters()).device
         self.backbone_.eval()
@@ -323,7 +334,8 @@ class ReLIC(TwinlearnEstimator):
     def load(self, path: str | os.PathLike) -> "ReLIC":
         """Load a model written by :meth:`save`, taking its hyperparameters (not the device)."""
         tensors, meta = self._read_model_file(path)
-        self.set_params(**{k: v for k, v in meta["params"].items() if k in self.get_params() and k != "device"})
+        mine = self.get_params()
+        self.set_params(**{k: v for k, v in meta["params"].items() if k in mine and k != "device"})
         fitted = meta["fitted"]
         height = int(fitted["image_size_"][0])
         with fork_torch_rng(0):

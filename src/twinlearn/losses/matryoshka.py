@@ -1,8 +1,8 @@
 r"""Matryoshka wrapper: any pair loss applied to nested prefixes of the embedding.
 
 Matryoshka Representation Learning (Kusupati et al., NeurIPS 2022):
-``L = Σ_k w_k · base_loss(z1⁽ᵏ⁾, z2⁽ᵏ⁾)`` over the nests ``k``, where ``z⁽ᵏ⁾`` is either the first
-``nesting_dims[k]`` columns of a plain embedding, or the output of the nest's own head
+``L = Σ_k w_k · base_loss(z1⁽ᵏ⁾, z2⁽ᵏ⁾)`` over the nests ``k``, where ``z⁽ᵏ⁾`` is either the
+first ``nesting_dims[k]`` columns of a plain embedding, or the output of the nest's own head
 (:class:`twinlearn.encoders.matryoshka.NestedHeads`, MRL-E or full MRL).
 """
 
@@ -40,7 +40,10 @@ class MatryoshkaLoss(nn.Module):
     """
 
     def __init__(
-        self, base_loss: nn.Module, nesting_dims: Sequence[int], weights: Sequence[float] | None = None
+        self,
+        base_loss: nn.Module,
+        nesting_dims: Sequence[int],
+        weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         dims = check_nesting_dims(nesting_dims, max(list(nesting_dims) or [0]))

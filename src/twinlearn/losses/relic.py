@@ -11,8 +11,9 @@ the other view (``B × p``), and the inverse temperature ``β = min(exp(t′), �
   logits are pushed together (mrl-pytorch's simplification of ReLIC's invariance penalty),
 * ``loss = L_CE + α · L_KL``.
 
-One deliberate change: the clamp at ``β_max`` keeps the value but lets the gradient through to
-``t′`` (straight-through), since a hard clamp freezes ``t′`` for good once ``exp(t′) > β_max``.
+One deliberate change: the clamp at ``β_max`` keeps the value but lets the gradient through
+to ``t′`` (straight-through), since a hard clamp freezes ``t′`` for good once
+``exp(t′) > β_max``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class ReLICLoss(nn.Module):
         super().__init__()
         self.alpha = alpha
         self.max_inverse_temperature = max_inverse_temperature
-        self.log_inverse_temperature = nn.Parameter(torch.tensor(float(init_log_inverse_temperature)))
+        t_prime = torch.tensor(float(init_log_inverse_temperature))
+        self.log_inverse_temperature = nn.Parameter(t_prime)
 
     def inverse_temperature(self) -> torch.Tensor:
         beta = self.log_inverse_temperature.float().exp()

@@ -95,7 +95,12 @@ class EMAUpdate:
     """
 
     def __init__(
-        self, objective: EMATargetObjective, gamma: float, total_steps: int, start_step: int = 1, every: int = 1
+        self,
+        objective: EMATargetObjective,
+        gamma: float,
+        total_steps: int,
+        start_step: int = 1,
+        every: int = 1,
     ) -> None:
         self.objective = objective
         self.gamma0 = gamma
