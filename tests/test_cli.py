@@ -89,3 +89,19 @@ def test_console_scripts_are_declared():
     for name in ("mrl_train", "twinlearn-mrl"):
         module, func = scripts[name].split(":")
         assert callable(getattr(importlib.import_module(module), func))
+
+
+def test_stl10_binary_layout_is_decoded(tmp_path):
+    from twinlearn.data.stl10 import load_stl10
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    # the official files hold each image as 3 column-major 96×96 planes
+    images.transpose(0, 3, 2, 1).tofile(folder / "train_X.bin")
+    np.array([1, 10, 5], dtype=np.uint8).tofile(folder / "train_y.bin")
+    x, y = load_stl10(tmp_path, "train")
+    assert np.array_equal(x, images) and y.tolist() == [0, 9, 4]
+    with pytest.raises(FileNotFoundError, match="unlabeled_X.bin"):
+        load_stl10(tmp_path)
