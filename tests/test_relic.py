@@ -183,3 +183,37 @@ def test_transform_before_fit_raises(images):
 
     with pytest.raises(NotFittedError):
         ReLIC().transform(images)
+
+
+def test_online_target_relic_objective_learns_a_toy_invariance():
+    # two noisy views of the same vector: the Matryoshka ReLIC objective with an EMA target
+    # must fall and raise the inverse temperature
+    import torch.nn as nn
+
+    from twinlearn.encoders.matryoshka import NestedMLPProjector
+    from twinlearn.losses import MatryoshkaLoss
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(256, 20, generator=g)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        backbone = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 16))
+        online = nn.Sequential(backbone, NestedMLPProjector([4, 16], 8, 32))
+    objective = EMATargetObjective(online, MatryoshkaLoss(ReLICLoss(), [4, 16]))
+    optimizer = torch.optim.Adam([p for p in objective.parameters() if p.requires_grad], lr=3e-3)
+    ema = EMAUpdate(objective, gamma=0.99, total_steps=80)
+    trainer = _Steps()
+    losses = []
+    for _ in range(80):
+        idx = torch.randint(256, (64,), generator=g)
+        views = [X[idx] + 0.3 * torch.randn(64, 20, generator=g) for _ in range(2)]
+        loss = objective(views)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        trainer.step += 1
+        ema.on_step_end(trainer)
+        losses.append(loss.item())
+    assert losses[0] < 2 * math.log(64)
+    assert sum(losses[-10:]) / 10 < losses[0] - 0.3, losses[::10]
+    assert objective.loss.base_loss.inverse_temperature().item() > 1.05
