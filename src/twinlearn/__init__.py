@@ -19,6 +19,7 @@ _LAZY = {
     "TSimCNE": "twinlearn.estimators.tsimcne",
     "CNE": "twinlearn.estimators.cne",
     "ContrastiveEmbedding": "twinlearn.estimators.cne",
+    "ReLIC": "twinlearn.estimators.matryoshka",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -89,4 +89,136 @@ def trustworthiness(X_high, X_low, n_neighbors: int = 5) -> float:
     return float(_sk_trustworthiness(_as_numpy(X_high), _as_numpy(X_low), n_neighbors=n_neighbors))
 
 
-__all__ = ["knn_accuracy", "knn_recall", "trustworthiness"]
+def linear_probe(
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    *,
+    C: float = 1.0,
+    max_iter: int = 1000,
+) -> float:
+    """Test accuracy of a logistic regression trained on frozen features (standardised with
+    the training set's mean and scale) — the usual linear evaluation of self-supervised
+    features (mrl-pytorch's CIFAR/STL-10 numbers).
+
+    Parameters
+    ----------
+    train_features, test_features : arrays (n, d) with the same d
+    train_labels, test_labels : arrays (n,)
+    C : float
+        Inverse L2 regularisation strength of scikit-learn's ``LogisticRegression``.
+    max_iter : int
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train, test = _as_numpy(train_features), _as_numpy(test_features)
+    if train.shape[1] != test.shape[1]:
+        raise ValueError(f"train has {train.shape[1]} features but test has {test.shape[1]}")
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    clf.fit(train, np.asarray(train_labels))
+    return float(clf.score(test, np.asarray(test_labels)))
+
+
+def accuracy_across_dims(
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    dims,
+    *,
+    pca: bool = True,
+    probe: str = "linear",
+    random_state: int | None = 0,
+) -> list[dict]:
+    """Accuracy of every nested prefix ``features[:, :d]``, next to PCA of the full features
+    reduced to the same ``d`` (fitted on the training features) — the Matryoshka evaluation.
+
+    Parameters
+    ----------
+    train_features, test_features : arrays (n, D)
+    train_labels, test_labels : arrays (n,)
+    dims : list of int
+        Prefix sizes, each ``<= D``.
+    pca : bool
+        Also score PCA-``d`` of the full features.
+    probe : {"linear", "knn"}
+        :func:`linear_probe` or 10-NN :func:`knn_accuracy`.
+    random_state : int, optional
+        PCA's seed (randomised solver on large inputs).
+
+    Returns
+    -------
+    list of dict with keys ``d``, ``prefix`` and (with ``pca``) ``pca``; see
+    :func:`format_dims_table` and :func:`plot_accuracy_across_dims`.
+    """
+    from sklearn.decomposition import PCA
+
+    train, test = _as_numpy(train_features), _as_numpy(test_features)
+    if probe not in ("linear", "knn"):
+        raise ValueError(f"probe={probe!r}: choose 'linear' or 'knn'")
+    score = linear_probe if probe == "linear" else knn_accuracy
+    dims = [int(d) for d in dims]
+    if not dims or min(dims) < 1 or max(dims) > train.shape[1]:
+        raise ValueError(f"dims={dims} must lie in [1, {train.shape[1]}]")
+    rows = []
+    for d in dims:
+        row = {"d": d, "prefix": score(train[:, :d], train_labels, test[:, :d], test_labels)}
+        if pca:
+            reducer = PCA(d, random_state=random_state).fit(train)
+            row["pca"] = score(
+                reducer.transform(train), train_labels, reducer.transform(test), test_labels
+            )
+        rows.append(row)
+    return rows
+
+
+def format_dims_table(rows: list[dict], title: str = "accuracy") -> str:
+    """A Markdown table of :func:`accuracy_across_dims` rows."""
+    keys = [k for k in rows[0] if k != "d"]
+    lines = [f"| d | {' | '.join(f'{k} {title}' for k in keys)} |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {r['d']} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_accuracy_across_dims(
+    rows: list[dict], path, title: str = "accuracy across dimensions"
+) -> None:
+    """Save a PNG of accuracy against the prefix size (log-2 axis), one line per method, like
+    mrl-pytorch's figures. Needs matplotlib (``pip install 'twinlearn[plot]'``)."""
+    from twinlearn._optional import import_optional
+
+    import_optional("matplotlib").use("Agg")
+    plt = import_optional("matplotlib.pyplot")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    dims = [r["d"] for r in rows]
+    for key, label in (("prefix", "Matryoshka prefix"), ("pca", "PCA of full features")):
+        if key in rows[0]:
+            ax.plot(dims, [r[key] for r in rows], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.set_xlabel("dimensions")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = [
+    "accuracy_across_dims",
+    "format_dims_table",
+    "knn_accuracy",
+    "knn_recall",
+    "linear_probe",
+    "plot_accuracy_across_dims",
+    "trustworthiness",
+]

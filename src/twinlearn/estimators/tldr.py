@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from twinlearn._device import fork_torch_rng, make_generator
 from twinlearn.data.arrays import ArrayLike, FeatureStore
 from twinlearn.encoders import build_encoder, build_projector, check_projector_spec, parse_spec
+from twinlearn.encoders.matryoshka import NestedHeads, check_nesting_dims
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
     check_choice,
@@ -28,7 +29,7 @@ from twinlearn.estimators._base import (
     output_like,
 )
 from twinlearn.io import split_prefix
-from twinlearn.losses import BarlowTwinsLoss
+from twinlearn.losses import BarlowTwinsLoss, MatryoshkaLoss
 from twinlearn.neighbors import KNN_METHODS, check_knn_indices, check_n_neighbors, compute_knn
 from twinlearn.pairs import KNNPairSource
 from twinlearn.training import PRECISIONS, LARS, Trainer, lars_param_groups, warmup_cosine
@@ -85,6 +86,11 @@ class TLDR(TwinlearnEstimator):
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Autocast dtype of the training forward pass; ``"bf16"`` roughly doubles CPU speed on
         AVX-512-BF16 machines.
+    nesting_dims : list of int, optional
+        Train nested (Matryoshka Representation Learning, Kusupati et al., NeurIPS 2022): each
+        prefix ``[:m]`` of the embedding gets its own projector and Barlow Twins loss, summed,
+        so that ``transform(X, n_components=m)`` is a good ``m``-dim embedding on its own, e.g.
+        ``[8, 16, 32, 64]`` with ``n_components=64``. Each nest costs one projector pass.
 
     Attributes
     ----------
@@ -119,6 +125,7 @@ class TLDR(TwinlearnEstimator):
         norm_layer: str = "BN",
         weight_decay: float = 1e-6,
         precision: str = "fp32",
+        nesting_dims: list[int] | None = None,
     ) -> None:
         self.n_components = n_components
         self.encoder = encoder
@@ -140,6 +147,7 @@ class TLDR(TwinlearnEstimator):
         self.norm_layer = norm_layer
         self.weight_decay = weight_decay
         self.precision = precision
+        self.nesting_dims = nesting_dims
 
     # --- parameter checks --------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -153,6 +161,8 @@ class TLDR(TwinlearnEstimator):
         check_choice(self.metric, "metric", ("euclidean", "cosine"))
         check_choice(self.norm_layer, "norm_layer", ("BN", "LN"))
         check_choice(self.precision, "precision", PRECISIONS)
+        if self.nesting_dims is not None:
+            check_nesting_dims(self.nesting_dims, self.n_components)
         check_int(self.n_epochs, "n_epochs")
         check_int(self.batch_size, "batch_size", minimum=2)
         check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
@@ -222,8 +232,18 @@ class TLDR(TwinlearnEstimator):
     def _build_modules(self, n_features: int, seed: int) -> tuple[nn.Module, nn.Module]:
         with fork_torch_rng(seed):
             encoder = build_encoder(self.encoder, n_features, self.n_components, self.norm_layer)
-            projector = build_projector(self.projector, self.n_components, self.norm_layer)
+            if self.nesting_dims is None:
+                projector = build_projector(self.projector, self.n_components, self.norm_layer)
+            else:
+                projector = NestedHeads(
+                    lambda m: build_projector(self.projector, m, self.norm_layer),
+                    self.nesting_dims, shared=False,
+                )
         return encoder, projector
+
+    def _build_loss(self) -> nn.Module:
+        loss = BarlowTwinsLoss(self.lambd, self.scale_loss)
+        return loss if self.nesting_dims is None else MatryoshkaLoss(loss, self.nesting_dims)
 
     def fit(
         self,
@@ -284,7 +304,7 @@ class TLDR(TwinlearnEstimator):
 
         encoder, projector = self._build_modules(X.shape[1], seed)
         store = FeatureStore(X, device, force_on_device=self.pin_memory)
-        objective = TwinObjective(encoder, projector, BarlowTwinsLoss(self.lambd, self.scale_loss), store)
+        objective = TwinObjective(encoder, projector, self._build_loss(), store)
         objective.to(device)
         pairs = KNNPairSource(knn, batch, device, make_generator(seed + 1, device))
         base_lr = self.learning_rate * batch / 256
@@ -369,12 +389,13 @@ class TLDR(TwinlearnEstimator):
         """
         tensors, meta = self._read_model_file(path)
         stored = meta["params"]
-        arch = ("n_components", "encoder", "projector", "norm_layer")
+        arch = ("n_components", "encoder", "projector", "norm_layer", "nesting_dims")
         if init:
             # the device stays this machine's choice; a file saved on a GPU loads on a CPU
             self.set_params(**{k: v for k, v in stored.items() if k in self.get_params() and k != "device"})
         else:
-            mismatch = {k: (stored.get(k), getattr(self, k)) for k in arch if stored.get(k) != getattr(self, k)}
+            mine = {k: list(v) if isinstance(v, tuple) else v for k in arch for v in [getattr(self, k)]}
+            mismatch = {k: (stored.get(k), mine[k]) for k in arch if stored.get(k) != mine[k]}
             if mismatch:
                 raise ValueError(
                     f"{path} was saved with a different architecture {mismatch} (file, this "

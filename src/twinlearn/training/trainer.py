@@ -60,6 +60,9 @@ class Trainer:
         ``>= 1`` shows a progress bar over epochs.
     print_every : int
         Log the loss every this many steps (each log is a device sync); 0 = never.
+
+    A callback with an ``on_step_end(trainer)`` method is also called after every optimizer
+    step (``trainer.step`` already counts it), e.g. the EMA target update of BYOL/ReLIC.
     """
 
     def __init__(
@@ -136,11 +139,14 @@ class Trainer:
     def run_epoch(self) -> float:
         """Train one epoch; return its mean loss (one device sync per epoch)."""
         self.objective.train()
+        step_hooks = [c for c in self.callbacks if hasattr(c, "on_step_end")]
         start = time.perf_counter()
         total = torch.zeros((), device=self._device)
         n_batches = 0
         for batch in self.pair_source.epoch():
             loss = self._train_step(batch)
+            for hook in step_hooks:
+                hook.on_step_end(self)
             total += loss.float()
             n_batches += 1
             if self.print_every and self.step % self.print_every == 0:

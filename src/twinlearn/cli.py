@@ -1,0 +1,149 @@
+"""Command-line entry points.
+
+``mrl_train`` / ``twinlearn-mrl``: Matryoshka ReLIC training with mrl-pytorch's flags
+(``run_training.py``), on :class:`twinlearn.ReLIC`. Datasets come from disk only: CIFAR-10
+from its JPEG tarball (or an extracted folder), STL-10 from ``stl10_binary``, or any folder of
+``<class>/<image>`` files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("twinlearn")
+
+DATASETS = ("stl10", "cifar10", "imagefolder")
+OFFLINE_ONLY = ("tiny_imagenet", "food101", "imagenet1k")
+
+
+def build_mrl_parser() -> argparse.ArgumentParser:
+    """The argument parser: every mrl-pytorch flag (same names and defaults) plus a few of
+    twinlearn's (subset, device, seed, nesting)."""
+    p = argparse.ArgumentParser(
+        prog="mrl_train",
+        description="Matryoshka representation learning with ReLIC (twinlearn).",
+    )
+    p.add_argument("--dataset_path", default="./data",
+                   help="CIFAR-10 tarball or folder, STL-10 folder (with stl10_binary/), "
+                   "or image folder")
+    p.add_argument("--dataset_name", default="stl10", choices=DATASETS + OFFLINE_ONLY)
+    p.add_argument("-m", "--encoder_model_name", default="resnet18",
+                   help="resnet18, resnet50 or another twinlearn backbone (small_cnn for CPUs)")
+    p.add_argument("-save_model_dir", "--save_model_dir", dest="save_model_dir", default="./models",
+                   help="checkpoint folder (created if missing)")
+    p.add_argument("--num_epochs", type=int, default=100)
+    p.add_argument("-b", "--batch_size", type=int, default=256)
+    p.add_argument("-lr", "--learning_rate", type=float, default=3e-4)
+    p.add_argument("-wd", "--weight_decay", type=float, default=1e-5)
+    p.add_argument("--fp16_precision", action="store_true",
+                   help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPU")
+    p.add_argument("--proj_out_dim", type=int, default=64)
+    p.add_argument("--proj_hidden_dim", type=int, default=512, help="0: no hidden layer")
+    p.add_argument("--log_every_n_steps", type=int, default=400)
+    p.add_argument("--gamma", type=float, default=0.995)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--update_gamma_after_step", type=int, default=1)
+    p.add_argument("--update_gamma_every_n_steps", type=int, default=1)
+    p.add_argument("--ckpt_path", default=None,
+                   help="resume from a latest_snapshot.safetensors (weights, optimizer, step, γ)")
+    extra = p.add_argument_group("twinlearn options")
+    extra.add_argument("--max_images", type=int, default=None, help="train on a random subset")
+    extra.add_argument("--image_size", type=int, default=None)
+    extra.add_argument("--nesting_dims", type=int, nargs="+", default=None)
+    extra.add_argument("--full_mrl", action="store_true", help="one projector per nest (not MRL-E)")
+    extra.add_argument("--channels_last", action="store_true")
+    extra.add_argument("--device", default="auto")
+    extra.add_argument("--seed", type=int, default=42)
+    return p
+
+
+def load_dataset(name: str, path: str | Path) -> np.ndarray:
+    """Training images ``(N, H, W, 3)`` uint8 of a dataset on disk."""
+    from twinlearn.data.images import load_cifar10, load_images
+
+    path = Path(path)
+    if name in OFFLINE_ONLY:
+        raise SystemExit(
+            f"--dataset_name {name}: twinlearn never downloads data; extract it as "
+            "<root>/<class>/<image> files and pass --dataset_name imagefolder --dataset_path <root>"
+        )
+    if name == "cifar10":
+        tarball = path if path.is_file() else path / "cifar10-jpg.tar.gz"
+        if tarball.is_file():
+            return load_cifar10(tarball)[0]
+        for folder in (path / "cifar10" / "train", path / "train"):
+            if folder.is_dir():
+                return load_images(folder)[0].permute(0, 2, 3, 1).numpy()
+        raise SystemExit(
+            f"no CIFAR-10 at {path}: expected cifar10-jpg.tar.gz or a cifar10/train folder"
+        )
+    if name == "stl10":
+        from twinlearn.data.stl10 import load_stl10
+
+        try:
+            return load_stl10(path, "unlabeled")[0]
+        except FileNotFoundError as err:
+            raise SystemExit(str(err)) from err
+    if not path.is_dir():
+        raise SystemExit(f"--dataset_path {path} is not a folder of <class>/<image> files")
+    return load_images(path)[0].permute(0, 2, 3, 1).numpy()
+
+
+def mrl_main(argv: Sequence[str] | None = None) -> int:
+    """``mrl_train`` console script."""
+    args = build_mrl_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from twinlearn._device import resolve_device
+    from twinlearn.estimators.matryoshka import ReLIC
+
+    images = load_dataset(args.dataset_name, args.dataset_path)
+    if args.max_images is not None and args.max_images < len(images):
+        rng = np.random.default_rng(args.seed)
+        keep = np.sort(rng.choice(len(images), args.max_images, replace=False))
+        images = images[keep]
+    device = resolve_device(args.device)
+    precision = "fp32"
+    if args.fp16_precision:
+        precision = "fp16" if device.type == "cuda" else "bf16"
+    model = ReLIC(
+        backbone=args.encoder_model_name,
+        cifar_stem=True if args.dataset_name == "cifar10" else None,
+        n_epochs=args.num_epochs,
+        batch_size=min(args.batch_size, len(images)),
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        proj_out_dim=args.proj_out_dim,
+        proj_hidden_dim=args.proj_hidden_dim or None,
+        nesting_dims=args.nesting_dims,
+        shared_head=not args.full_mrl,
+        gamma=args.gamma,
+        alpha=args.alpha,
+        update_gamma_after_step=args.update_gamma_after_step,
+        update_gamma_every_n_steps=args.update_gamma_every_n_steps,
+        image_size=args.image_size,
+        precision=precision,
+        channels_last=args.channels_last,
+        device=device,
+        random_state=args.seed,
+        verbose=1,
+    )
+    logger.info("training ReLIC (%s) on %d %s images, %s, %s", args.encoder_model_name, len(images),
+                args.dataset_name, device, precision)
+    try:
+        model.fit(images, checkpoint_dir=args.save_model_dir, resume_from=args.ckpt_path,
+                  log_every_n_steps=args.log_every_n_steps)
+    except (TypeError, ValueError) as err:
+        sys.stderr.write(f"mrl_train: error: {err}\n")
+        return 2
+    logger.info("saved %s", Path(args.save_model_dir) / "relic_model.safetensors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(mrl_main())
