@@ -166,8 +166,9 @@ def run_speed(setting: Setting, d, x_train, knn, seed, steps: int) -> dict[str, 
 # --- parts -----------------------------------------------------------------------------------
 def part_compare(args, data, knn, seed):
     rows = []
-    settings = [FAST_LINEAR, FAST_MLP] + ([replace(ORIGINAL, epochs=args.original_epochs)]
-                                           if args.original_epochs else [])
+    settings = [COMPARE_SETTINGS[name] for name in args.compare_settings]
+    if args.original_epochs:
+        settings.append(replace(ORIGINAL, epochs=args.original_epochs))
     for d in args.dims:
         for whiten in (False, True):
             r = run_pca(d, whiten, data, seed)
@@ -223,6 +224,7 @@ def print_table(rows, cols):
     sys.stdout.flush()
 
 
+COMPARE_SETTINGS = {"fast-linear": FAST_LINEAR, "fast-mlp": FAST_MLP}
 # name: (setting, epochs of the curve)
 CURVE_SETTINGS = {
     "linear-512": (FAST_LINEAR, [5, 10, 20, 50]),
@@ -245,6 +247,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="10 000-point train subset, fewer epochs/steps")
     p.add_argument("--parts", nargs="+", default=["compare", "speed", "curve"], choices=["compare", "speed", "curve"])
     p.add_argument("--dims", nargs="+", type=int, default=[8, 16, 32, 64])
+    p.add_argument("--compare-settings", nargs="+", default=list(COMPARE_SETTINGS), choices=list(COMPARE_SETTINGS))
     p.add_argument("--epochs", type=int, default=None, help="override the epochs of the compare settings")
     p.add_argument("--original-epochs", type=int, default=0,
                    help="also run the original setting with this many epochs in compare (0: skip)")
