@@ -99,8 +99,9 @@ class TLDR(TwinlearnEstimator):
     -----
     The defaults are the original's. The fast setting measured on MNIST (benchmarks/RESULTS.md,
     examples/tldr_mnist.py) is ``projector="mlp-1-512", precision="bf16", learning_rate=1.6,
-    n_neighbors=20`` with ``n_epochs=5`` for an ``"mlp-1-512"`` encoder or 20–50 for the linear
-    one: about 25× less work per sample than ``mlp-2-2048``, and above PCA's kNN accuracy.
+    n_neighbors=20``, with ``n_epochs=5`` for an ``"mlp-1-512"`` encoder (20 from
+    ``n_components=32`` on) or 20–50 for the linear one: about 25× less work per sample than
+    ``mlp-2-2048``, and above PCA's 10-NN accuracy on MNIST.
 
     References
     ----------
