@@ -100,7 +100,9 @@ def machine_info() -> dict[str, Any]:
     model = platform.processor() or "unknown"
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
+        model = next(
+            line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")
+        )
     except (OSError, subprocess.CalledProcessError, StopIteration):
         pass
     return {
@@ -153,7 +155,9 @@ def run_peer(
     Raises ``RuntimeError`` with the stderr tail when it fails or runs past ``timeout``.
     """
     if not Path(python).exists():
-        raise FileNotFoundError(f"peer interpreter {python} is missing: build it as benchmarks/README.md says")
+        raise FileNotFoundError(
+            f"peer interpreter {python} is missing: build it as benchmarks/README.md says"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         rss_file = Path(tmp) / "rss"
         cmd = [python, "-c", _PEER_SHIM, str(script), str(rss_file), *map(str, args)]

@@ -17,7 +17,9 @@ Fit on MNIST train (60 000 × 784, pixels/255), query with MNIST test (10 000). 
 fewer speed steps: a smoke run of a few minutes. Results go to ``benchmarks/out/*.json``.
 
     PYTHONPATH=src python benchmarks/tldr_mnist.py --quick
-    PYTHONPATH=src python benchmarks/tldr_mnist.py --parts compare speed curve
+    PYTHONPATH=src python benchmarks/tldr_mnist.py --threads 1 --parts compare speed curve
+
+(``--threads 1`` on a machine shared with other jobs; RESULTS.md explains why.)
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def train_flop_per_anchor(model: TLDR, projector: nn.Module, width: int) -> floa
     return 2 * per_branch + 6 * width * width
 
 
-def run_speed(setting: Setting, d, x_train, knn, seed, steps: int) -> dict[str, float]:
+def run_speed(setting: Setting, d, x_train, seed, steps: int) -> dict[str, float]:
     """Anchors/s of a fit over ``steps`` full batches (warm-up excluded from the timing)."""
     n = steps * setting.batch_size
     sub = np.random.default_rng(seed).choice(len(x_train), n, replace=False)
@@ -151,8 +153,8 @@ def run_speed(setting: Setting, d, x_train, knn, seed, steps: int) -> dict[str, 
     sub_knn = np.random.default_rng(seed).integers(0, n, size=(n, setting.n_neighbors))
     x = np.ascontiguousarray(x_train[sub])
     warm = setting.estimator(d, seed)
-    warm.fit(x[: 4 * setting.batch_size], knn_graph=sub_knn[: 4 * setting.batch_size] % (4 * setting.batch_size),
-             epochs=1)
+    few = min(4, steps) * setting.batch_size
+    warm.fit(x[:few], knn_graph=sub_knn[:few] % few, epochs=1)
     model = setting.estimator(d, seed)
     with timed() as t:
         model.fit(x, knn_graph=sub_knn, epochs=1, retain_projector=True)
@@ -192,10 +194,12 @@ def part_speed(args, data, knn, seed):
     ]
     for s in grid:
         # the machine is shared: measure its matmul rate right next to each setting
-        peak32, peak16 = matmul_gflops(dtype="float32", min_seconds=1), matmul_gflops(dtype="bfloat16", min_seconds=1)
-        r = run_speed(s, 32, data[0], knn, seed, args.speed_steps)
+        peak32 = matmul_gflops(dtype="float32", min_seconds=1)
+        peak16 = matmul_gflops(dtype="bfloat16", min_seconds=1)
+        r = run_speed(s, 32, data[0], seed, args.speed_steps)
         rows.append({"setting": s.name, **r, "matmul_fp32": peak32, "matmul_bf16": peak16,
-                     "pct_fp32_peak": 100 * r["gflops"] / peak32, "pct_bf16_peak": 100 * r["gflops"] / peak16})
+                     "pct_fp32_peak": 100 * r["gflops"] / peak32,
+                     "pct_bf16_peak": 100 * r["gflops"] / peak16})
         logger.info("%s", rows[-1])
     print_table(rows, ("setting", "anchors_per_s", "epoch_s_60k", "gflop_per_anchor", "gflops", "matmul_fp32",
                        "matmul_bf16", "pct_fp32_peak", "pct_bf16_peak"))
@@ -216,7 +220,9 @@ def part_curve(args, data, knn, seed):
 
 def print_table(rows, cols):
     def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.0f}" if isinstance(v, float) else str(v))
+        if not isinstance(v, float):
+            return str(v)
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.0f}"
 
     print(" | ".join(cols))
     for r in rows:
@@ -229,7 +235,9 @@ COMPARE_SETTINGS = {"fast-linear": FAST_LINEAR, "fast-mlp": FAST_MLP}
 CURVE_SETTINGS = {
     "linear-512": (FAST_LINEAR, [5, 10, 20, 50]),
     "mlp-512": (FAST_MLP, [1, 2, 5]),
-    "linear-2048-1layer": (replace(FAST_LINEAR, name="linear, mlp-1-2048, bf16", projector="mlp-1-2048"), [10]),
+    "linear-2048-1layer": (
+        replace(FAST_LINEAR, name="linear, mlp-1-2048, bf16", projector="mlp-1-2048"), [10]
+    ),
 }
 
 
@@ -245,9 +253,11 @@ def set_threads(n: int) -> None:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="10 000-point train subset, fewer epochs/steps")
-    p.add_argument("--parts", nargs="+", default=["compare", "speed", "curve"], choices=["compare", "speed", "curve"])
+    parts = ["compare", "speed", "curve"]
+    p.add_argument("--parts", nargs="+", default=parts, choices=parts)
     p.add_argument("--dims", nargs="+", type=int, default=[8, 16, 32, 64])
-    p.add_argument("--compare-settings", nargs="+", default=list(COMPARE_SETTINGS), choices=list(COMPARE_SETTINGS))
+    p.add_argument("--compare-settings", nargs="+", default=list(COMPARE_SETTINGS),
+                   choices=list(COMPARE_SETTINGS))
     p.add_argument("--epochs", type=int, default=None, help="override the epochs of the compare settings")
     p.add_argument("--original-epochs", type=int, default=0,
                    help="also run the original setting with this many epochs in compare (0: skip)")
