@@ -120,7 +120,7 @@ def test_snapshots_and_resume_equal_uninterrupted_run(blobs, tmp_path):
         (np.full((20, 3), np.nan), ValueError, "NaN"),
         (np.zeros((20,)), ValueError, "2D"),
         (np.zeros((0, 3)), ValueError, "sample"),
-        (np.zeros((20, 3), dtype=complex), TypeError, "complex"),
+        (np.zeros((20, 3), dtype=complex), ValueError, "Complex"),
         (np.array([["a", "b"]] * 20, dtype=object), TypeError, "numbers"),
         (np.zeros((20, 3), dtype=bool), TypeError, "boolean"),
     ],

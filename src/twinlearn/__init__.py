@@ -16,6 +16,7 @@ logging.getLogger("twinlearn").addHandler(logging.NullHandler())
 
 _LAZY = {
     "TLDR": "twinlearn.estimators.tldr",
+    "TSimCNE": "twinlearn.estimators.tsimcne",
 }
 
 __all__ = [*_LAZY, "__version__"]

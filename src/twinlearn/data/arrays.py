@@ -22,7 +22,7 @@ def _reject_bad_kind(kind: str, dtype: object, name: str) -> None:
     if kind == "b":
         raise TypeError(f"{name} has boolean dtype; convert it to float explicitly (X.astype(float))")
     if kind == "c":
-        raise TypeError(f"{name} has complex dtype {dtype}; only real numbers are supported")
+        raise ValueError(f"Complex data not supported: {name} has dtype {dtype}")
     if kind not in "fiu":
         raise TypeError(f"{name} has dtype {dtype}; a real numeric dtype is expected")
 
@@ -75,16 +75,18 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
     Raises
     ------
     TypeError
-        For sparse, boolean, complex, object or non-numeric input.
+        For sparse, boolean, object or non-numeric input.
     ValueError
-        For a wrong number of dimensions, too few rows, no columns, or NaN/inf values.
+        For complex input, a wrong number of dimensions, too few rows, no columns, or NaN/inf.
     """
     if scipy.sparse.issparse(X):
         raise TypeError(
             f"Sparse input is not supported for {name}: pass a dense array (X.toarray())"
         )
     if isinstance(X, torch.Tensor):
-        if X.is_complex() or X.dtype == torch.bool:
+        if X.is_complex():
+            raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
+        if X.dtype == torch.bool:
             raise TypeError(f"{name} has dtype {X.dtype}; a real numeric dtype is expected")
         _check_shape(tuple(X.shape), name, min_samples)
         X = X.detach().to(torch.float32)
@@ -99,6 +101,11 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
     if dtype is not None and getattr(dtype, "kind", "f") in "bc":
         _reject_bad_kind(dtype.kind, dtype, name)
     try:
+        shape = np.shape(X)
+    except ValueError as err:
+        raise ValueError(f"{name} is not a rectangular array: {err}") from err
+    _check_shape(shape, name, min_samples)
+    try:
         X = check_array(
             X,
             dtype=[np.float32, np.float64],
@@ -107,8 +114,9 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
             ensure_min_samples=min_samples,
             input_name=name,
         )
-    except ValueError as err:
-        if "could not convert" in str(err) or "argument must be" in str(err):
+    except (ValueError, TypeError) as err:
+        converting = "could not convert" in str(err) or "argument must be" in str(err)
+        if converting or getattr(dtype, "kind", None) == "O":
             raise TypeError(f"{name} must contain only numbers: {err}") from err
         raise
     return np.ascontiguousarray(X, dtype=np.float32)

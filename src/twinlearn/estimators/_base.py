@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from twinlearn import io
@@ -63,8 +63,20 @@ def json_safe_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class TwinlearnEstimator(TransformerMixin, BaseEstimator):
+class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class: the scikit-learn estimator conventions plus twinlearn's common plumbing."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # computation is float32 whatever comes in (as torch models do)
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    @property
+    def _n_features_out(self) -> int:
+        """Output width, for ``get_feature_names_out`` (``tldr0``, ``tldr1``, ...)."""
+        return self.n_components
 
     def _device(self) -> torch.device:
         return resolve_device(self.device)

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from twinlearn.kernels import CauchyKernel, Kernel
+from twinlearn.training.distributed import all_gather_with_grad
 
 LOSS_MODES = ("infonce", "neg", "nce", "umap")
 
@@ -61,6 +62,11 @@ class ContrastiveLoss(nn.Module):
         Constant factor (CNE multiplies InfoNCE by its temperature 0.5).
     symmetric : bool
         Also use the positives as anchors (t-SimCNE/SimCLR); only with "full" negatives.
+    gather_negatives : bool
+        Under ``torch.distributed``, take the "full" negatives from the batches of all
+        processes (differentiable all-gather), so that ``P`` processes with batch ``B`` train
+        exactly like one process with batch ``P·B``. Each process's loss is the mean over its own
+        anchors. No effect in a single process.
     generator : torch.Generator, optional
         Local RNG for the negative draws (shared with the pair source so checkpoints restore it).
     """
@@ -77,6 +83,7 @@ class ContrastiveLoss(nn.Module):
         reduction: str = "mean",
         loss_scale: float = 1.0,
         symmetric: bool = False,
+        gather_negatives: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -92,8 +99,8 @@ class ContrastiveLoss(nn.Module):
             )
         if negative_samples != "full" and not (isinstance(negative_samples, int) and negative_samples >= 1):
             raise ValueError(f"negative_samples must be a positive int or 'full', got {negative_samples!r}")
-        if symmetric and negative_samples != "full":
-            raise ValueError("symmetric=True needs negative_samples='full'")
+        if (symmetric or gather_negatives) and negative_samples != "full":
+            raise ValueError("symmetric=True and gather_negatives=True need negative_samples='full'")
         self.mode = mode
         self.negative_samples = negative_samples
         self.ince_spec = float(ince_spec)
@@ -101,6 +108,7 @@ class ContrastiveLoss(nn.Module):
         self.reduction = reduction
         self.loss_scale = float(loss_scale)
         self.symmetric = symmetric
+        self.gather_negatives = gather_negatives
         self.generator = generator
         self.log_Z = nn.Parameter(torch.tensor(float(log_Z))) if mode == "nce" else None
 
@@ -109,16 +117,23 @@ class ContrastiveLoss(nn.Module):
         """``log q⁺`` (A,) and ``log q⁻`` (A, m) for the anchors (A = B, or 2B if symmetric)."""
         B = za.shape[0]
         if self.negative_samples == "full":
+            if self.gather_negatives:
+                (za, offset), (zp, _) = all_gather_with_grad(za), all_gather_with_grad(zp)
+            else:
+                offset = 0
+            total = za.shape[0]
             z = torch.cat([za, zp])
-            anchors = z if self.symmetric else za
-            sims = self.kernel.log_sim_matrix(anchors, z)
-            rows = torch.arange(anchors.shape[0], device=z.device)
-            partner = (rows + B) % (2 * B)
+            # this process's anchors, as rows of the (possibly gathered) stacked batch
+            own = torch.arange(offset, offset + B, device=z.device)
+            own = torch.cat([own, own + total]) if self.symmetric else own
+            sims = self.kernel.log_sim_matrix(z[own], z)
+            rows = torch.arange(own.shape[0], device=z.device)
+            partner = (own + total) % (2 * total)
             pos = sims[rows, partner]
             mask = torch.ones_like(sims, dtype=torch.bool)
-            mask[rows, rows] = False
+            mask[rows, own] = False
             mask[rows, partner] = False
-            return pos, sims[mask].view(anchors.shape[0], 2 * B - 2)
+            return pos, sims[mask].view(own.shape[0], 2 * total - 2)
         m = self.negative_samples
         neg_idx = sample_negatives(B, m, self.generator, za.device)
         z = torch.cat([za, zp])

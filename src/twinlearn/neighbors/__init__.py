@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from twinlearn.data.arrays import ArrayLike
+from twinlearn.data.arrays import ArrayLike, validate_features
 from twinlearn.neighbors.exact import exact_knn
 from twinlearn.neighbors.faiss_index import PQ_SUBQUANTIZERS, faiss_knn
 from twinlearn.neighbors.graph import check_knn_indices, knn_to_sparse, symmetric_edges
@@ -78,6 +78,7 @@ def compute_knn(
     indices : numpy.ndarray of int64, shape (n_samples, n_neighbors)
     distances : numpy.ndarray of float32 (squared Euclidean or cosine distances)
     """
+    X = validate_features(X, min_samples=2)
     check_knn_method(method)
     if metric not in KNN_METRICS:
         raise ValueError(f"unknown kNN metric {metric!r}; choose 'euclidean' or 'cosine'")

@@ -8,10 +8,11 @@ from twinlearn.data.arrays import ArrayLike, iter_row_chunks, to_tensor
 
 
 def _block_distances(q: torch.Tensor, db: torch.Tensor, db_sq: torch.Tensor, metric: str) -> torch.Tensor:
+    d = q @ db.T
     if metric == "cosine":
-        return 1.0 - q @ db.T
-    q_sq = (q * q).sum(1, keepdim=True)
-    return (q_sq + db_sq[None, :] - 2.0 * (q @ db.T)).clamp_min_(0.0)
+        return d.neg_().add_(1.0)
+    # in place: the block is the largest buffer here
+    return d.mul_(-2.0).add_((q * q).sum(1, keepdim=True)).add_(db_sq[None, :]).clamp_min_(0.0)
 
 
 def _prepare(block: ArrayLike, device: torch.device, metric: str) -> torch.Tensor:
@@ -27,13 +28,14 @@ def exact_knn(
     *,
     metric: str = "euclidean",
     device: torch.device = torch.device("cpu"),
-    query_block: int = 2048,
-    database_block: int = 65536,
+    query_block: int = 1024,
+    database_block: int = 16384,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``n_neighbors`` nearest other points of every row of ``X``.
 
     Each point is excluded from its own list by index (so exact duplicates of a point are
-    still found as neighbours). Memory is O(query_block × database_block) whatever N is.
+    still found as neighbours). The data is held on ``device`` (a memmap is read block by block
+    into it); the working memory on top is O(query_block × database_block), never N × N.
 
     Returns
     -------

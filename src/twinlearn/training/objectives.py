@@ -36,3 +36,20 @@ class TwinObjective(nn.Module):
         z1 = self.projector(self.encoder(self.store.gather(anchors)))
         z2 = self.projector(self.encoder(self.store.gather(positives)))
         return self.loss(z1, z2)
+
+
+class ViewPairObjective(nn.Module):
+    """Two augmented views per item (SimCLR, t-SimCNE): both go through ``network`` as one
+    stacked batch (one forward, so batch-norm statistics cover both views and a DDP-wrapped
+    network sees one forward per step), then ``loss(z_view1, z_view2)``.
+    """
+
+    def __init__(self, network: nn.Module, loss: nn.Module):
+        super().__init__()
+        self.network = network
+        self.loss = loss
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        view1, view2 = batch
+        z = self.network(torch.cat([view1, view2]))
+        return self.loss(z[: view1.shape[0]], z[view1.shape[0] :])

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from twinlearn import io
 from twinlearn.pairs.base import PairSource
+from twinlearn.training import distributed
 
 logger = logging.getLogger("twinlearn")
 
@@ -51,6 +52,8 @@ class Trainer:
         (every ``snapshot_freq`` epochs) are written, atomically.
     checkpoint_meta : dict
         JSON-serialisable data stored in each checkpoint (the estimator's config).
+        Under ``torch.distributed`` only rank 0 writes checkpoints and shows progress, and the
+        recorded epoch loss is the mean over processes.
     verbose : int
         ``>= 1`` shows a progress bar over epochs.
     print_every : int
@@ -140,7 +143,7 @@ class Trainer:
             n_batches += 1
             if self.print_every and self.step % self.print_every == 0:
                 logger.info("epoch %d step %d loss %.5f", self.epoch, self.step, float(loss))
-        mean = float(total) / max(n_batches, 1)
+        mean = float(distributed.mean_across_processes(total)) / max(n_batches, 1)
         if not math.isfinite(mean):
             raise TrainingDiverged(
                 f"the loss became {mean} in epoch {self.epoch}: lower the learning rate, use "
@@ -154,7 +157,7 @@ class Trainer:
     def fit(self) -> "Trainer":
         """Train from the current epoch up to ``n_epochs``."""
         bar = None
-        if self.verbose:
+        if self.verbose and distributed.is_main_process():
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.n_epochs, initial=self.epoch, desc="training", unit="epoch")
@@ -213,7 +216,7 @@ class Trainer:
         return meta
 
     def _maybe_checkpoint(self) -> None:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or not distributed.is_main_process():
             return
         self.save_checkpoint(self.checkpoint_dir / "latest_snapshot.safetensors")
         if self.snapshot_freq and self.epoch % self.snapshot_freq == 0:

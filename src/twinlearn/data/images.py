@@ -1,0 +1,217 @@
+"""Image inputs: torch datasets of ``(image, label)``, class-per-subfolder image folders and
+uint8 arrays ``(N, H, W, C)``, all turned into one uint8 tensor ``(N, C, H, W)``; and the
+CIFAR-10 loader for the shared JPEG tarball (never downloads).
+
+Images are kept as uint8 (4× smaller than float) and moved to the training device once; the
+augmentations convert batches to float on the fly.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from twinlearn.data.datasets import find_shared_data
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+def _pil():
+    from twinlearn._optional import import_optional
+
+    return import_optional("PIL.Image")
+
+
+def _to_hwc_uint8(img: object, index: int) -> np.ndarray:
+    """One image (PIL, tensor CHW in [0, 1] or uint8, array HWC) as an ``(H, W, 3)`` uint8 array."""
+    if hasattr(img, "convert") and hasattr(img, "size"):  # PIL without importing PIL
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if isinstance(img, torch.Tensor):
+        t = img.detach().cpu()
+        if t.ndim == 2:
+            t = t[None]
+        if t.ndim != 3:
+            raise ValueError(f"image {index} is a tensor of shape {tuple(t.shape)}; expected (C, H, W)")
+        if t.is_floating_point():
+            t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
+        arr = t.permute(1, 2, 0).numpy()
+    elif isinstance(img, np.ndarray):
+        arr = img if img.ndim == 3 else img[..., None]
+        if arr.dtype != np.uint8:
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise TypeError(f"image {index} has dtype {arr.dtype}; expected uint8 or float in [0, 1]")
+            arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    else:
+        raise TypeError(f"image {index} is a {type(img).__name__}; expected a PIL image, tensor or array")
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"image {index} has shape {arr.shape}; expected 1 or 3 channels")
+    return arr
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    height, width = size
+    return np.asarray(_pil().fromarray(arr).resize((width, height), resample=2), dtype=np.uint8)
+
+
+def _stack(images: Sequence[np.ndarray], image_size: tuple[int, int] | None) -> torch.Tensor:
+    if not images:
+        raise ValueError("X holds no images")
+    size = image_size or images[0].shape[:2]
+    out = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)
+    for i, arr in enumerate(images):
+        if arr.shape[:2] != tuple(size):
+            if image_size is None:
+                raise ValueError(
+                    f"image {i} is {arr.shape[0]}×{arr.shape[1]} (H×W) but image 0 is "
+                    f"{size[0]}×{size[1]}: pass image_size=(H, W) to resize them"
+                )
+            arr = _resize(arr, size)
+        out[i] = arr
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _folder_items(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{root} has no class subfolders (expected root/<class>/<image>)")
+    paths, labels = [], []
+    for label, cls in enumerate(classes):
+        for p in sorted((root / cls).rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(p)
+                labels.append(label)
+    if not paths:
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def load_images(
+    X: object, image_size: int | tuple[int, int] | None = None, *, name: str = "X"
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Any supported image input as ``(uint8 tensor (N, 3, H, W), labels or None)``.
+
+    Parameters
+    ----------
+    X : torch Dataset of ``(image, label)`` (or of images), image-folder path, or uint8 array
+        A folder path uses the ``root/<class>/<image>`` layout (labels = sorted class index).
+        Arrays are ``(N, H, W, C)`` with C in {1, 3} (``(N, H, W)`` = grayscale), uint8 or float
+        in [0, 1]; a uint8 tensor ``(N, C, H, W)`` is taken as is.
+    image_size : int or (height, width), optional
+        Resize every image to this size; needed when the images differ in size.
+    """
+    if image_size is not None:
+        image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
+    if isinstance(X, (str, os.PathLike)):
+        root = Path(X)
+        if not root.is_dir():
+            raise ValueError(f"{name}={str(X)!r} is not a directory of class subfolders")
+        paths, labels, _ = _folder_items(root)
+        Image = _pil()
+        arrays = []
+        for i, p in enumerate(paths):
+            with Image.open(p) as img:
+                arrays.append(_to_hwc_uint8(img, i))
+        return _stack(arrays, image_size), labels
+    if isinstance(X, torch.Tensor) and X.dtype == torch.uint8 and X.ndim == 4 and X.shape[1] in (1, 3):
+        images = X.cpu()
+        if image_size is not None and tuple(images.shape[2:]) != image_size:
+            return _stack([_to_hwc_uint8(img, i) for i, img in enumerate(images)], image_size), None
+        return (images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images).contiguous(), None
+    if isinstance(X, np.ndarray):
+        if X.ndim == 3:
+            X = X[..., None]
+        if X.ndim != 4 or X.shape[-1] not in (1, 3):
+            raise ValueError(f"{name} array must be (N, H, W, C) with C in (1, 3), got shape {X.shape}")
+        if X.dtype != np.uint8:
+            if not np.issubdtype(X.dtype, np.floating) or not np.isfinite(X).all():
+                raise TypeError(f"{name} must be uint8 or finite floats in [0, 1], got {X.dtype}")
+        return _stack([_to_hwc_uint8(x, i) for i, x in enumerate(X)], image_size), None
+    if hasattr(X, "__getitem__") and hasattr(X, "__len__"):
+        arrays, labels = [], []
+        for i in range(len(X)):
+            item = X[i]
+            if isinstance(item, tuple) and len(item) == 2:
+                img, label = item
+                labels.append(int(label))
+            else:
+                img = item
+            arrays.append(_to_hwc_uint8(img, i))
+        if labels and len(labels) != len(arrays):
+            raise ValueError(f"{name}: some items are (image, label) pairs and some are not")
+        return _stack(arrays, image_size), (np.asarray(labels, dtype=np.int64) if labels else None)
+    raise TypeError(
+        f"{name} must be a torch Dataset of (image, label), an image-folder path or a uint8 array "
+        f"(N, H, W, C); got {type(X).__name__}"
+    )
+
+
+def _cifar_cache_dir() -> Path:
+    base = os.environ.get("TWINLEARN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "twinlearn"
+    )
+    return Path(base)
+
+
+def _read_cifar_tarball(path: Path) -> dict[str, np.ndarray]:
+    Image = _pil()
+    index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
+    parts: dict[str, list] = {"train": [], "test": []}
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            bits = Path(member.name).parts
+            if not member.isfile() or len(bits) < 4 or bits[-3] not in parts or bits[-2] not in index:
+                continue
+            with Image.open(_io.BytesIO(tar.extractfile(member).read())) as img:
+                parts[bits[-3]].append((bits[-2], bits[-1], np.asarray(img.convert("RGB"), dtype=np.uint8)))
+    out = {}
+    for split, items in parts.items():
+        items.sort(key=lambda t: (index[t[0]], t[1]))
+        out[f"x_{split}"] = np.stack([t[2] for t in items]) if items else np.zeros((0, 32, 32, 3), np.uint8)
+        out[f"y_{split}"] = np.asarray([index[t[0]] for t in items], dtype=np.int64)
+    return out
+
+
+def load_cifar10(
+    path: str | os.PathLike | None = None, *, cache: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CIFAR-10 from ``cifar10-jpg.tar.gz`` (``cifar10/{train,test}/<class>/NNNN.jpg``).
+
+    Returns ``(x_train, y_train, x_test, y_test)`` with images uint8 ``(N, 32, 32, 3)``, sorted
+    by class (take random subsets, never a prefix). The decoded arrays are cached as an
+    ``.npz`` under ``$TWINLEARN_CACHE`` (default ``~/.cache/twinlearn``) when ``cache``.
+    Raises ``FileNotFoundError`` when the tarball is not found; nothing is downloaded.
+    """
+    if path is None:
+        folder = find_shared_data("cifar10-jpg.tar.gz")
+        if folder is None:
+            raise FileNotFoundError("cifar10-jpg.tar.gz not found: pass its path or set $TWINLEARN_DATA")
+        path = folder / "cifar10-jpg.tar.gz"
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    stat = path.stat()
+    cached = _cifar_cache_dir() / f"cifar10-{stat.st_size}-{int(stat.st_mtime)}.npz"
+    if cache and cached.exists():
+        with np.load(cached) as data:
+            arrays = {k: data[k] for k in data.files}
+    else:
+        arrays = _read_cifar_tarball(path)
+        if cache:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **arrays)
+            os.replace(tmp, cached)
+    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
