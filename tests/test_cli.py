@@ -57,13 +57,13 @@ def test_one_tiny_epoch_then_resume(tmp_path):
     out = tmp_path / "not" / "yet" / "there"
     common = ["--dataset_name", "imagefolder", "--dataset_path", str(data), "-m", "small_cnn",
               "-save_model_dir", str(out), "-b", "6", "--proj_hidden_dim", "32",
-              "--nesting_dims", "8", "256", "--log_every_n_steps", "1", "--device", "cpu"]
+              "--nesting_dims", "8", "128", "--log_every_n_steps", "1", "--device", "cpu"]
     assert mrl_main([*common, "--num_epochs", "1"]) == 0
     assert (out / "relic_model.safetensors").exists() and (out / "latest_snapshot.safetensors").exists()
     from twinlearn import ReLIC
 
     model = ReLIC().load(out / "relic_model.safetensors")
-    assert model.nesting_dims_ == [8, 256] and model.backbone == "small_cnn"
+    assert model.nesting_dims_ == [8, 128] and model.backbone == "small_cnn"
     assert mrl_main([*common, "--num_epochs", "2", "--ckpt_path", str(out / "latest_snapshot.safetensors")]) == 0
     from twinlearn import io
 

@@ -110,7 +110,7 @@ def test_relic_augment_is_reproducible_in_range_and_leaves_global_rng_alone():
 
 # --- estimator ----------------------------------------------------------------------------
 TINY = dict(backbone="small_cnn", n_epochs=2, batch_size=8, proj_hidden_dim=32,
-            nesting_dims=[8, 32, 256], random_state=0)
+            nesting_dims=[8, 32, 128], random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_fit_trains_batchnorm_and_prefixes_are_first_columns(images):
     assert int(online_bn.num_batches_tracked) == 2 * 2 * 2  # two views, 2 steps, 2 epochs
     assert not model.backbone_.training
     full = model.transform(images)
-    assert full.shape == (16, 256) and model.feature_dim_ == 256 and model.nesting_dims_ == [8, 32, 256]
+    assert full.shape == (16, 128) and model.feature_dim_ == 128 and model.nesting_dims_ == [8, 32, 128]
     for m in (8, 32):
         assert np.array_equal(model.transform(images, n_components=m), full[:, :m])
     assert len(model.loss_history_) == 2 and all(np.isfinite(model.loss_history_))
@@ -157,7 +157,7 @@ def test_save_load_roundtrip(images, tmp_path):
     model = ReLIC(**{**TINY, "n_epochs": 1, "n_components": 32}).fit(images)
     model.save(tmp_path / "m.safetensors")
     loaded = ReLIC().load(tmp_path / "m.safetensors")
-    assert loaded.nesting_dims == [8, 32, 256] and loaded.backbone == "small_cnn"
+    assert loaded.nesting_dims == [8, 32, 128] and loaded.backbone == "small_cnn"
     assert np.array_equal(loaded.transform(images), model.transform(images))
     assert loaded.transform(images).shape == (16, 32)
 

@@ -31,7 +31,7 @@ def _check_shape(shape: tuple[int, ...], name: str, min_samples: int) -> None:
     if len(shape) != 2:
         raise ValueError(
             f"Expected 2D array for {name}, got {len(shape)}D with shape {tuple(shape)}; "
-            "reshape your data (e.g. X.reshape(len(X), -1))"
+            "Reshape your data (e.g. X.reshape(len(X), -1))"
         )
     n, d = shape
     if n < min_samples:
@@ -101,7 +101,7 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
     if dtype is not None and getattr(dtype, "kind", "f") in "bc":
         _reject_bad_kind(dtype.kind, dtype, name)
     try:
-        shape = np.shape(X)
+        shape = np.shape(X) if hasattr(X, "shape") or isinstance(X, (list, tuple)) else np.asarray(X).shape
     except ValueError as err:
         raise ValueError(f"{name} is not a rectangular array: {err}") from err
     _check_shape(shape, name, min_samples)
