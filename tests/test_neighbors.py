@@ -54,10 +54,13 @@ def test_cosine_metric_ignores_scale():
 def test_ivfpq_levels_run_and_find_neighbours():
     X = np.random.default_rng(0).normal(size=(3000, 32)).astype(np.float32)
     ref = brute_force(X[:200], 5)
-    for level in ("low", "medium", "high"):
+    # isotropic 32-d noise is the hardest case for quantization; real data does far better
+    for level, floor in (("low", 0.4), ("medium", 0.35), ("high", 0.25)):
         idx, _ = compute_knn(X, 5, method=f"ivfpq-{level}")
         assert idx.shape == (3000, 5) and (idx >= 0).all()
         assert (idx != np.arange(3000)[:, None]).all()
+        recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx[:200], ref)])
+        assert recall > floor, (level, recall)
 
 
 def test_drop_self_by_index_not_position():

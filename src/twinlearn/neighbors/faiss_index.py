@@ -33,12 +33,17 @@ def _build_index(d: int, method: str, metric: str, n: int):
         index.hnsw.efConstruction = 40
         index.hnsw.efSearch = 64
         return index
-    m = PQ_SUBQUANTIZERS[method.removeprefix("ivfpq-")]
-    m = _largest_divisor_at_most(d, m)
+    m = _largest_divisor_at_most(d, PQ_SUBQUANTIZERS[method.removeprefix("ivfpq-")])
     n_lists = max(1, min(int(np.sqrt(n)), n // 39))
-    index = faiss.index_factory(d, f"IVF{n_lists},PQ{m}", faiss_metric)
+    # 8-bit codebooks need ~40 training points per centroid; small data gets smaller codebooks
+    n_bits = int(np.clip(np.log2(max(_n_train(n) / 39, 2)), 1, 8))
+    index = faiss.index_factory(d, f"IVF{n_lists},PQ{m}x{n_bits}", faiss_metric)
     index.nprobe = max(1, n_lists // 8)
     return index
+
+
+def _n_train(n: int) -> int:
+    return min(n, max(10000, n // 10))
 
 
 def _largest_divisor_at_most(d: int, m: int) -> int:
@@ -86,8 +91,7 @@ def faiss_knn(
     index = _build_index(d, method, metric, n)
     if not index.is_trained:
         rng = np.random.default_rng(seed)
-        n_train = min(n, max(10000, n // 10))
-        sample = np.sort(rng.choice(n, size=n_train, replace=False))
+        sample = np.sort(rng.choice(n, size=_n_train(n), replace=False))
         index.train(_as_float32(X[sample], metric))
     for block in iter_row_chunks(X, chunk_rows):
         index.add(_as_float32(block, metric))
