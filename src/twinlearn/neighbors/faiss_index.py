@@ -35,8 +35,8 @@ def _build_index(d: int, method: str, metric: str, n: int):
         return index
     m = _largest_divisor_at_most(d, PQ_SUBQUANTIZERS[method.removeprefix("ivfpq-")])
     n_lists = max(1, min(int(np.sqrt(n)), n // 39))
-    # 8-bit codebooks need ~40 training points per centroid; small data gets smaller codebooks
-    n_bits = int(np.clip(np.log2(max(_n_train(n) / 39, 2)), 1, 8))
+    # 8-bit codebooks want several training points per centroid: small data gets smaller ones
+    n_bits = int(np.clip(np.log2(max(_n_train(n) / 8, 2)), 1, 8))
     index = faiss.index_factory(d, f"IVF{n_lists},PQ{m}x{n_bits}", faiss_metric)
     index.nprobe = max(1, n_lists // 8)
     return index
