@@ -52,15 +52,18 @@ def test_cosine_metric_ignores_scale():
 
 
 def test_ivfpq_levels_run_and_find_neighbours():
-    X = np.random.default_rng(0).normal(size=(3000, 32)).astype(np.float32)
-    ref = brute_force(X[:200], 5)
-    # isotropic 32-d noise is the hardest case for quantization; real data does far better
-    for level, floor in (("low", 0.4), ("medium", 0.35), ("high", 0.25)):
+    # descriptors live near a low-dimensional subspace, as real ones do
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6)) @ rng.normal(size=(6, 32)) + 0.1 * rng.normal(size=(3000, 32))
+    X = X.astype(np.float32)
+    ref, _ = compute_knn(X, 5, method="exact")
+    for level in ("low", "medium", "high"):
         idx, _ = compute_knn(X, 5, method=f"ivfpq-{level}")
         assert idx.shape == (3000, 5) and (idx >= 0).all()
         assert (idx != np.arange(3000)[:, None]).all()
-        recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx[:200], ref)])
-        assert recall > floor, (level, recall)
+        recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, ref)])
+        # PQ ranks candidates, exact distances re-rank them: near-exact on such data
+        assert recall > 0.95, (level, recall)
 
 
 def test_drop_self_by_index_not_position():
