@@ -19,9 +19,18 @@ from twinlearn.training.callbacks import LossHistory
 FAST = dict(n_epochs=6, batch_size=512, random_state=0)
 
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def torch_threads(request):
+    """The fused kernel splits a batch into one chunk per torch thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("mode", ["infonce", "neg", "nce", "umap"])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-def test_fused_kernel_matches_torch_loss_and_gradients(mode, reduction):
+def test_fused_kernel_matches_torch_loss_and_gradients(mode, reduction, torch_threads):
     g = torch.Generator().manual_seed(0)
     init = torch.randn(40, 2, generator=g) * 3
     heads, tails = torch.randint(40, (25,), generator=g), torch.randint(40, (25,), generator=g)

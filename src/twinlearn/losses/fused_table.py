@@ -45,9 +45,9 @@ def fused_supported(loss: ContrastiveLoss, device: torch.device) -> bool:
     )
 
 
-def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad):  # pragma: no cover
-    """Sum over anchors of the per-anchor loss; adds ``factor · ∂loss/∂W`` into ``grad`` and
-    returns ``(loss, ∂loss/∂log ξ)`` (the latter for NCE's learned ``log Z``).
+def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad, start, stop):  # pragma: no cover
+    """Sum over anchors ``start..stop-1`` of the per-anchor loss; adds ``factor · ∂loss/∂W``
+    into ``grad`` and returns ``(loss, ∂loss/∂log ξ)`` (the latter for NCE's learned ``log Z``).
 
     ``draws`` are the raw ``randint(2B − 2)`` values of :func:`sample_negatives`, mapped here
     the same way (skip the anchor ``i`` and its positive ``i + B``). Everything is written with
@@ -62,7 +62,7 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad)
     xi = math.exp(log_xi)
     total = 0.0
     dlog_xi = 0.0
-    for i in range(B):
+    for i in range(start, stop):
         a = heads[i]
         p = tails[i]
         sq = 0.0
@@ -135,17 +135,42 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad)
     return total, dlog_xi
 
 
+def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad, n_chunks):  # pragma: no cover
+    """:func:`_anchor_range` over all anchors, split into ``n_chunks`` parallel chunks.
+
+    Each chunk accumulates its gradient in a buffer of its own (anchors of different chunks
+    share table rows), summed in a fixed order: the result depends on ``n_chunks``, not on
+    thread timing.
+    """
+    B = draws.shape[0]
+    partial = np.zeros((n_chunks,) + grad.shape, dtype=grad.dtype)
+    totals = np.zeros(n_chunks)
+    dlog_xis = np.zeros(n_chunks)
+    for t in numba.prange(n_chunks):
+        totals[t], dlog_xis[t] = _anchor_range(
+            W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, partial[t],
+            t * B // n_chunks, (t + 1) * B // n_chunks,
+        )
+    for t in range(n_chunks):
+        grad += partial[t]
+    return totals.sum(), dlog_xis.sum()
+
+
 if HAVE_NUMBA:
-    _loss_grad = numba.njit(cache=True, nogil=True)(_loss_grad)
+    _anchor_range = numba.njit(cache=True, nogil=True)(_anchor_range)
+    _loss_grad = numba.njit(cache=True, nogil=True, parallel=True)(_loss_grad)
 
 
 class _FusedLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, factor):
         grad = torch.zeros_like(weight)
+        # torch's thread setting governs the kernel too; chunks = threads (a fixed split)
+        n_threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(n_threads)
         total, dlog_xi = _loss_grad(
             weight.detach().numpy(), heads.numpy(), tails.numpy(), neg.numpy(),
-            _MODE_CODE[mode], spec, log_xi, eps, c, factor, grad.numpy(),
+            _MODE_CODE[mode], spec, log_xi, eps, c, factor, grad.numpy(), n_threads,
         )
         ctx.save_for_backward(grad)
         ctx.dlog_xi = dlog_xi * factor
