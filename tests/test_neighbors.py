@@ -3,7 +3,14 @@ import pytest
 import scipy.sparse
 import torch
 
-from twinlearn.neighbors import check_knn_indices, compute_knn, symmetric_edges
+from twinlearn.neighbors import (
+    check_knn_indices,
+    compute_knn,
+    fuzzy_union_edges,
+    membership_strengths,
+    neighbor_distances,
+    symmetric_edges,
+)
 from twinlearn.neighbors.faiss_index import drop_self
 
 
@@ -103,3 +110,33 @@ def test_symmetric_edges_union_without_self_loops():
     A = scipy.sparse.csr_matrix(np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0]]))
     heads, tails = symmetric_edges(A, 3)
     assert sorted(zip(heads.tolist(), tails.tolist())) == [(0, 1), (1, 0)]
+
+
+def test_membership_strengths_follow_umap():
+    rng = np.random.default_rng(0)
+    d = np.sort(rng.uniform(0.5, 3.0, size=(50, 10)), axis=1)
+    w = membership_strengths(d)
+    assert np.allclose(w[:, 0], 1.0)  # the nearest neighbour has membership 1
+    assert np.all((w > 0) & (w <= 1)) and np.all(np.diff(w, axis=1) <= 1e-12)
+    assert np.allclose(w.sum(axis=1), np.log2(10), rtol=1e-6)
+    # duplicates (all distances equal) stay finite
+    assert np.allclose(membership_strengths(np.zeros((3, 4))), 1.0)
+
+
+def test_fuzzy_union_is_a_plus_at_minus_product():
+    idx = np.array([[1, 2], [0, 2], [0, 1]])
+    d = np.array([[1.0, 2.0], [1.0, 3.0], [2.0, 3.0]])
+    a = membership_strengths(d)
+    heads, tails, w = fuzzy_union_edges(idx, d)
+    A = np.zeros((3, 3))
+    for i in range(3):
+        A[i, idx[i]] = a[i]
+    expected = A + A.T - A * A.T
+    assert np.allclose(w, expected[heads, tails])
+    assert sorted(zip(heads.tolist(), tails.tolist())) == [(i, j) for i in range(3) for j in range(3) if i != j]
+
+
+def test_neighbor_distances_match_the_knn_search():
+    X = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
+    idx, sq = compute_knn(X, 5, method="exact")
+    assert np.allclose(neighbor_distances(X, idx, chunk_rows=64), np.sqrt(sq), atol=1e-4)

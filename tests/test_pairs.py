@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from twinlearn.pairs import EdgePairSource, KNNPairSource
@@ -41,3 +42,26 @@ def test_edge_pairs_visit_every_edge_once():
     assert len(src) == 3
     seen = [(int(h), int(t)) for hb, tb in src.epoch() for h, t in zip(hb, tb)]
     assert sorted(seen) == sorted(zip(heads.tolist(), tails.tolist()))
+
+
+def test_weighted_edges_are_drawn_in_proportion_to_their_weight():
+    n = 3000
+    heads, tails = np.arange(n), np.roll(np.arange(n), 1)
+    weights = np.repeat(np.array([0.8, 0.4, 0.2], dtype=np.float32), n // 3)
+    src = EdgePairSource(heads, tails, 256, torch.device("cpu"), torch.Generator().manual_seed(0),
+                         weights=weights)
+    assert src.edges_per_epoch == round(n / 3 * (1 + 0.5 + 0.25))
+    counts = np.zeros(n)
+    for _ in range(100):
+        epoch = [hb.numpy() for hb, _ in src.epoch()]
+        assert sum(map(len, epoch)) == src.edges_per_epoch and len(epoch) == len(src)
+        counts += np.bincount(np.concatenate(epoch), minlength=n)
+    per_epoch = counts.reshape(3, -1).mean(axis=1) / 100
+    assert np.allclose(per_epoch, [1.0, 0.5, 0.25], atol=0.02)
+
+
+def test_edge_weights_must_be_positive_and_one_per_edge():
+    heads, tails = np.array([0, 1]), np.array([1, 0])
+    for bad in (np.array([1.0]), np.array([1.0, 0.0]), np.array([1.0, np.nan])):
+        with pytest.raises(ValueError, match="edge weights"):
+            EdgePairSource(heads, tails, 2, torch.device("cpu"), torch.Generator(), weights=bad)

@@ -20,7 +20,14 @@ import torch
 from twinlearn.data.arrays import ArrayLike, validate_features
 from twinlearn.neighbors.exact import exact_knn
 from twinlearn.neighbors.faiss_index import PQ_SUBQUANTIZERS, faiss_knn
-from twinlearn.neighbors.graph import check_knn_indices, knn_to_sparse, symmetric_edges
+from twinlearn.neighbors.graph import (
+    check_knn_indices,
+    fuzzy_union_edges,
+    knn_to_sparse,
+    membership_strengths,
+    neighbor_distances,
+    symmetric_edges,
+)
 
 logger = logging.getLogger("twinlearn")
 
@@ -106,6 +113,9 @@ __all__ = [
     "compute_knn",
     "exact_knn",
     "faiss_knn",
+    "fuzzy_union_edges",
     "knn_to_sparse",
+    "membership_strengths",
+    "neighbor_distances",
     "symmetric_edges",
 ]

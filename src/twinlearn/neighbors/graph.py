@@ -63,3 +63,81 @@ def symmetric_edges(graph: np.ndarray | scipy.sparse.spmatrix, n_samples: int) -
     if not keep.any():
         raise ValueError("the kNN graph has no edges between distinct points")
     return A.row[keep].astype(np.int64), A.col[keep].astype(np.int64)
+
+
+#: UMAP's floor on σ_i, as a fraction of the mean neighbour distance (keeps duplicates finite)
+_MIN_SIGMA_SCALE = 1e-3
+
+
+def membership_strengths(distances: np.ndarray, n_iter: int = 64) -> np.ndarray:
+    """UMAP's fuzzy membership of each point's neighbours (McInnes, Healy & Melville, 2018).
+
+    ``w_ij = exp(−(d_ij − ρ_i) / σ_i)``, with ``ρ_i`` the distance to the nearest neighbour and
+    ``σ_i`` found by bisection (all rows at once) so that each row sums to ``log2(k)``.
+
+    Parameters
+    ----------
+    distances : array of shape (n_samples, k)
+        Distances (not squared) to each point's ``k`` neighbours.
+    n_iter : int
+        Bisection steps.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_samples, k), values in (0, 1]
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    n, k = d.shape
+    rho = d.min(axis=1, keepdims=True)
+    excess = np.maximum(d - rho, 0.0)
+    target = np.log2(max(k, 2))
+    lo = np.zeros((n, 1))
+    hi = np.full((n, 1), np.inf)
+    sigma = np.ones((n, 1))
+    for _ in range(n_iter):
+        too_wide = np.exp(-excess / sigma).sum(axis=1, keepdims=True) > target
+        hi = np.where(too_wide, sigma, hi)
+        lo = np.where(too_wide, lo, sigma)
+        sigma = np.where(np.isinf(hi), sigma * 2, (lo + hi) / 2)
+    floor = _MIN_SIGMA_SCALE * max(float(d.mean()), np.finfo(np.float64).tiny)
+    return np.exp(-excess / np.maximum(sigma, floor))
+
+
+def fuzzy_union_edges(
+    indices: np.ndarray, distances: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Directed edges of UMAP's symmetrised fuzzy graph ``W = A + Aᵀ − A∘Aᵀ``, no self-loops.
+
+    ``A`` holds :func:`membership_strengths` of the kNN graph ``indices`` (``distances`` are
+    Euclidean, not squared). Returns ``(heads, tails, weights)`` with weights in (0, 1].
+    """
+    n, k = indices.shape
+    memberships = membership_strengths(distances)
+    rows = np.repeat(np.arange(n), k)
+    A = scipy.sparse.csr_matrix((memberships.ravel(), (rows, indices.ravel())), shape=(n, n))
+    A.data = np.minimum(A.data, 1.0)  # a neighbour listed twice is still one membership
+    W = (A + A.T - A.multiply(A.T)).tocoo()
+    keep = (W.row != W.col) & (W.data > 0)
+    if not keep.any():
+        raise ValueError("the kNN graph has no edges between distinct points")
+    return W.row[keep].astype(np.int64), W.col[keep].astype(np.int64), W.data[keep].astype(np.float32)
+
+
+def neighbor_distances(X, indices: np.ndarray, chunk_rows: int = 1024) -> np.ndarray:
+    """Euclidean distance from each row of ``X`` to its neighbours ``indices`` (n, k), chunked.
+
+    For graphs that come without distances (a user's index array).
+    """
+    import torch
+
+    from twinlearn.data.arrays import to_tensor
+
+    cpu = torch.device("cpu")
+    n, k = indices.shape
+    out = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, chunk_rows):
+        nbrs = indices[start : start + chunk_rows]
+        rows = to_tensor(X[start : start + len(nbrs)], cpu)
+        others = to_tensor(X[nbrs.ravel()], cpu).reshape(len(nbrs), k, -1)
+        out[start : start + len(nbrs)] = (rows[:, None, :] - others).norm(dim=2).numpy()
+    return out

@@ -60,6 +60,11 @@ class EdgePairSource:
 
     This is CNE's sampling: one epoch visits each edge of the symmetrised kNN graph in both
     directions. The last batch may be smaller.
+
+    With ``weights``, an epoch keeps each edge with probability ``w / max(w)`` instead (UMAP's
+    sampling of a fuzzy graph, in expectation): strong edges every epoch, weak ones now and
+    then. An epoch then has a fixed ``round(Σ w / max(w))`` edges, so the LR schedule knows
+    its length: the few kept beyond that are dropped, a shortfall is filled with repeats.
     """
 
     def __init__(
@@ -69,23 +74,45 @@ class EdgePairSource:
         batch_size: int,
         device: torch.device,
         generator: torch.Generator,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.heads = torch.as_tensor(heads, dtype=torch.int64, device=device)
         self.tails = torch.as_tensor(tails, dtype=torch.int64, device=device)
         self.batch_size = batch_size
         self.device = device
         self.generator = generator
+        self.keep_prob = None
+        if weights is not None:
+            w = torch.as_tensor(weights, dtype=torch.float32, device=device)
+            if w.shape != self.heads.shape or not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
+                raise ValueError("edge weights must be positive, finite and one per edge")
+            self.keep_prob = w / w.max()
 
     @property
     def n_edges(self) -> int:
         return int(self.heads.shape[0])
 
+    @property
+    def edges_per_epoch(self) -> int:
+        if self.keep_prob is None:
+            return self.n_edges
+        return max(1, round(float(self.keep_prob.sum())))
+
     def __len__(self) -> int:
-        return -(-self.n_edges // self.batch_size)
+        return -(-self.edges_per_epoch // self.batch_size)
+
+    def _epoch_edges(self) -> torch.Tensor:
+        if self.keep_prob is None:
+            return torch.randperm(self.n_edges, generator=self.generator, device=self.device)
+        draws = torch.rand(self.n_edges, generator=self.generator, device=self.device)
+        kept = torch.nonzero(draws < self.keep_prob).squeeze(1)
+        kept = kept[torch.randperm(len(kept), generator=self.generator, device=self.device)]
+        # never empty: the heaviest edge has probability 1
+        return kept[torch.arange(self.edges_per_epoch, device=self.device) % len(kept)]
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        perm = torch.randperm(self.n_edges, generator=self.generator, device=self.device)
-        heads, tails = self.heads[perm], self.tails[perm]
+        edges = self._epoch_edges()
+        heads, tails = self.heads[edges], self.tails[edges]
         for step in range(len(self)):
             sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
             yield heads[sl], tails[sl]
