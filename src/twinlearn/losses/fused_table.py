@@ -13,6 +13,7 @@ unchanged: this only replaces ``forward``/``backward``.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -135,42 +136,36 @@ def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, gr
     return total, dlog_xi
 
 
-def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad, n_chunks):  # pragma: no cover
-    """:func:`_anchor_range` over all anchors, split into ``n_chunks`` parallel chunks.
-
-    Each chunk accumulates its gradient in a buffer of its own (anchors of different chunks
-    share table rows), summed in a fixed order: the result depends on ``n_chunks``, not on
-    thread timing.
-    """
-    B = draws.shape[0]
-    partial = np.zeros((n_chunks,) + grad.shape, dtype=grad.dtype)
-    totals = np.zeros(n_chunks)
-    dlog_xis = np.zeros(n_chunks)
-    for t in numba.prange(n_chunks):
-        totals[t], dlog_xis[t] = _anchor_range(
-            W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, partial[t],
-            t * B // n_chunks, (t + 1) * B // n_chunks,
-        )
-    for t in range(n_chunks):
-        grad += partial[t]
-    return totals.sum(), dlog_xis.sum()
-
-
 if HAVE_NUMBA:
     _anchor_range = numba.njit(cache=True, nogil=True)(_anchor_range)
-    _loss_grad = numba.njit(cache=True, nogil=True, parallel=True)(_loss_grad)
+
+
+def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad, pool, n_chunks):
+    """:func:`_anchor_range` over all anchors, in ``n_chunks`` chunks run by ``pool`` (or inline).
+
+    The compiled kernel releases the GIL, so plain Python threads run the chunks in parallel
+    (numba's own thread pool fought torch's OpenMP threads for the cores: 8× slower). Each
+    chunk accumulates its gradient in a buffer of its own, since anchors of different chunks
+    share table rows; buffers are summed in a fixed order, so results do not depend on timing.
+    """
+    args = (W, heads, tails, draws, mode, spec, log_xi, eps, c, factor)
+    B = draws.shape[0]
+    if pool is None:
+        return _anchor_range(*args, grad, 0, B)
+    buffers = np.zeros((n_chunks,) + grad.shape, dtype=grad.dtype)
+    bounds = [(t * B // n_chunks, (t + 1) * B // n_chunks) for t in range(n_chunks)]
+    results = list(pool.map(lambda t: _anchor_range(*args, buffers[t], *bounds[t]), range(n_chunks)))
+    grad += buffers.sum(axis=0)
+    return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
 class _FusedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, factor):
+    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, factor, pool, n_chunks):
         grad = torch.zeros_like(weight)
-        # torch's thread setting governs the kernel too; chunks = threads (a fixed split)
-        n_threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-        numba.set_num_threads(n_threads)
         total, dlog_xi = _loss_grad(
             weight.detach().numpy(), heads.numpy(), tails.numpy(), neg.numpy(),
-            _MODE_CODE[mode], spec, log_xi, eps, c, factor, grad.numpy(), n_threads,
+            _MODE_CODE[mode], spec, log_xi, eps, c, factor, grad.numpy(), pool, n_chunks,
         )
         ctx.save_for_backward(grad)
         ctx.dlog_xi = dlog_xi * factor
@@ -182,7 +177,7 @@ class _FusedLoss(torch.autograd.Function):
         g_log_z = g * ctx.dlog_xi if ctx.needs_input_grad[1] else None
         # the trainer backpropagates 1.0: skip a pass over the whole table then
         table_grad = grad if float(g) == 1.0 else grad * g
-        return table_grad, g_log_z, None, None, None, None, None, None, None, None, None
+        return table_grad, g_log_z, *([None] * 11)
 
 
 class FusedTableObjective(nn.Module):
@@ -196,15 +191,20 @@ class FusedTableObjective(nn.Module):
     loss : ContrastiveLoss
         Must satisfy :func:`fused_supported`; its ``neg_spec``/``ince_spec`` are read at every
         step, so changing them (early exaggeration) takes effect at once.
+    n_threads : int, optional
+        Threads of the kernel (default: ``torch.get_num_threads()`` now). A batch is split into
+        this many chunks, so results depend on it (float summation order), not on timing.
     """
 
-    def __init__(self, encoder: nn.Module, loss: ContrastiveLoss) -> None:
+    def __init__(self, encoder: nn.Module, loss: ContrastiveLoss, n_threads: int | None = None) -> None:
         super().__init__()
         if not fused_supported(loss, encoder.weight.device):
             raise ValueError("the fused kernel needs numba, a CPU table, the Cauchy kernel (dof 1) "
                              "and a number of sampled negatives")
         self.encoder = encoder
         self.loss = loss
+        self.n_threads = n_threads or torch.get_num_threads()
+        self._pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
 
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         heads, tails = batch
@@ -223,5 +223,5 @@ class FusedTableObjective(nn.Module):
         kernel = loss.kernel
         return _FusedLoss.apply(
             self.encoder.weight, log_z, heads, tails, draws, loss.mode, spec, log_xi,
-            kernel.eps, kernel.scale**2, factor,
+            kernel.eps, kernel.scale**2, factor, self._pool, self.n_threads,
         )
