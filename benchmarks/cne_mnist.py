@@ -42,6 +42,8 @@ DEFAULT_PEER_PYTHON = "/work/bench-venv/bin/python"
 METHODS = {
     "tl-infonce": (False, "twinlearn CNE, non-parametric InfoNCE (defaults)"),
     "tl-neg": (False, "twinlearn CNE, non-parametric NEG (defaults)"),
+    "tl-infonce-binary": (False, "twinlearn CNE, InfoNCE, binary graph: contrastive-ne's work per epoch"),
+    "tl-neg-binary": (False, "twinlearn CNE, NEG, binary graph: contrastive-ne's work per epoch"),
     "tl-param-neg": (False, "twinlearn CNE, parametric NEG (Adam), fit on train, transform test"),
     "umap": (True, "umap-learn, defaults"),
     "opentsne": (True, "openTSNE, defaults"),
@@ -77,7 +79,9 @@ def _worker(method: str, data: str, out: str, args: argparse.Namespace) -> None:
             Y_train = model.fit_transform(x_train)
             Y = np.vstack([Y_train, model.transform(x_test)])
         else:
-            model = CNE(loss_mode=method.removeprefix("tl-"), random_state=0, **extra)
+            mode, _, graph = method.removeprefix("tl-").partition("-")
+            weights = {"edge_weights": graph} if graph else {}
+            model = CNE(loss_mode=mode, random_state=0, **weights, **extra)
             Y = model.fit_transform(X)
         info["timings"] = model.timings_
     elif method == "umap":
