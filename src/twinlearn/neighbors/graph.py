@@ -69,7 +69,7 @@ def symmetric_edges(graph: np.ndarray | scipy.sparse.spmatrix, n_samples: int) -
 _MIN_SIGMA_SCALE = 1e-3
 
 
-def membership_strengths(distances: np.ndarray, n_iter: int = 64) -> np.ndarray:
+def membership_strengths(distances: np.ndarray, n_iter: int = 40) -> np.ndarray:
     """UMAP's fuzzy membership of each point's neighbours (McInnes, Healy & Melville, 2018).
 
     ``w_ij = exp(−(d_ij − ρ_i) / σ_i)``, with ``ρ_i`` the distance to the nearest neighbour and
