@@ -5,6 +5,8 @@ size d, with a TLDR trained for d alone and with PCA-d: 10-NN accuracy (train em
 test embedding) and recall@10 of the test points' input-space neighbours.
 
     PYTHONPATH=src python benchmarks/mrl_tldr_mnist.py --epochs 10 --out benchmarks/results
+    PYTHONPATH=src python benchmarks/mrl_tldr_mnist.py --encoder mlp-1-512 --projector mlp-1-512 \
+        --learning-rate 1.6 --n-neighbors 20 --epochs 10      # the documented fast setting
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--projector", default="mlp-1-256")
+    parser.add_argument("--encoder", default="linear")
+    parser.add_argument("--learning-rate", type=float, default=None, help="TLDR's base LR (default 0.2)")
+    parser.add_argument("--n-neighbors", type=int, default=5)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--n-train", type=int, default=60000, help="random subset size (<= 60000)")
@@ -43,10 +48,13 @@ def main() -> None:
         keep = np.random.default_rng(0).choice(len(x_train), args.n_train, replace=False)
         x_train, y_train = x_train[keep], y_train[keep]
     t0 = time.perf_counter()
-    knn, _ = compute_knn(x_train, 5, method="faiss")
+    knn, _ = compute_knn(x_train, args.n_neighbors, method="faiss")
     knn_seconds = time.perf_counter() - t0
-    params = dict(projector=args.projector, n_epochs=args.epochs, batch_size=args.batch_size,
-                  precision=args.precision, random_state=0)
+    params = dict(encoder=args.encoder, projector=args.projector, n_epochs=args.epochs,
+                  batch_size=args.batch_size, precision=args.precision, n_neighbors=args.n_neighbors,
+                  random_state=0)
+    if args.learning_rate is not None:
+        params["learning_rate"] = args.learning_rate
 
     def scores(train_emb: np.ndarray, test_emb: np.ndarray) -> dict[str, float]:
         return {
