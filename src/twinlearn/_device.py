@@ -25,6 +25,8 @@ def resolve_device(device: DeviceLike | None) -> torch.device:
         ) from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was asked for but MPS is not available here")
     if resolved.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device={device!r}: only 'cpu', 'cuda' and 'mps' are supported")
     return resolved

@@ -30,11 +30,12 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
 
 
 def check_float(value: object, name: str, positive: bool = True) -> float:
-    """A finite real number (``> 0`` when ``positive``)."""
+    """A finite real number, ``> 0`` when ``positive``, else ``>= 0`` (weight decays, momenta,
+    loss weights: no hyperparameter checked here means anything when negative)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    if not np.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{name} must be a finite {'positive ' if positive else ''}number, got {value}")
+    if not np.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite {'positive' if positive else 'non-negative'} number, got {value}")
     return float(value)
 
 

@@ -274,7 +274,8 @@ class ContrastiveEmbedding:
             check_float(getattr(self, name), name, positive=False)
         check_choice(self._anneal(), "anneal_lr", ANNEAL_LR)
         check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
-        check_float(self.temperature, "temperature")
+        if check_float(self.temperature, "temperature") < 0.02 and self.metric == "cosine":
+            raise ValueError(f"temperature must be >= 0.02 with metric='cosine', got {self.temperature}")
         check_float(self.eps, "eps")
         check_float(self.Z, "Z")
         check_spectrum_args(mode, s=self.s, Z_bar=self.Z_bar, neg_spec=self.neg_spec, ince_spec=self.ince_spec)
@@ -666,6 +667,8 @@ class CNE(TwinlearnEstimator):
         check_choice(self.knn_method, "knn_method", KNN_METHODS)
         check_int(self.transform_epochs, "transform_epochs")
         check_int(self.save_freq, "save_freq", minimum=0)
+        if self.optimizer is not None:  # checked here: a falsy value would pick the default
+            check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         self._seed_ = self._seed()
         self._engine(nn.Identity())._check_params()
 
@@ -730,7 +733,7 @@ class CNE(TwinlearnEstimator):
         X = self._validate_fit_data(X, min_samples=2)
         n = X.shape[0]
         if graph is None:
-            check_n_neighbors(self._k(), n, "n_neighbors")
+            check_n_neighbors(self._k(), n, "k" if self.k is not None else "n_neighbors")
         init = self._check_init(init, n)
         device = resolve_device(self.device)
         seed = self._seed_

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,9 @@ class ReLIC(TwinlearnEstimator):
             check_int(self.proj_hidden_dim, "proj_hidden_dim")
         if self.image_size is not None:
             check_int(self.image_size, "image_size")
+        if self.nesting_dims is not None:
+            # types and order now; the largest against the feature size once the backbone exists
+            check_nesting_dims(self.nesting_dims, sys.maxsize)
         for name in ("learning_rate", "max_inverse_temperature"):
             check_float(getattr(self, name), name)
         for name in ("weight_decay", "alpha"):
@@ -182,6 +186,7 @@ class ReLIC(TwinlearnEstimator):
         if not 0.0 <= check_float(self.gamma, "gamma", positive=False) < 1.0:
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         check_choice(self.shared_head, "shared_head", (True, False))
+        check_choice(self.channels_last, "channels_last", (True, False))
         check_choice(self.precision, "precision", PRECISIONS)
         self._device()
         self._seed()

@@ -33,7 +33,7 @@ import torch.nn as nn
 from sklearn.utils.validation import check_is_fitted
 
 from twinlearn._device import fork_torch_rng, make_generator
-from twinlearn.data.images import load_images
+from twinlearn.data.images import check_image_size, load_images
 from twinlearn.encoders.vision import BACKBONES, HEADS, ImageEmbedder, infer_feature_dim, make_backbone, make_head
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
@@ -249,6 +249,8 @@ class TSimCNE(TwinlearnEstimator):
         check_int(self.out_dim, "out_dim")
         check_int(self.pretrain_out_dim, "pretrain_out_dim")
         check_int(self.devices, "devices")
+        check_choice(self.channels_last, "channels_last", (True, False))
+        check_image_size(self.image_size)
         if self.model is not None and not isinstance(self.model, nn.Module):
             raise TypeError(f"model must be an nn.Module with .backbone and .head, got {type(self.model).__name__}")
         if self.model is not None and not (hasattr(self.model, "backbone") and hasattr(self.model, "head")):
