@@ -3,14 +3,14 @@ naming what was wrong — never an IndexError or RuntimeError from deep inside t
 
 from __future__ import annotations
 
-import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse
 from conftest import IMAGE_ESTIMATORS, TINY_PARAMS, VECTOR_ESTIMATORS, make_tiny, tiny_images, tiny_vectors
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -338,3 +338,127 @@ def test_degenerate_but_valid_data_works(estimator, kind):
     assert Z.shape == (len(X), 2) and np.isfinite(Z).all()
     new = model.transform(X[:3] + 0.5)
     assert new.shape == (3, 2) and np.isfinite(new).all()
+
+
+# --- model files and paths (the crafted-file cases of every kind are in test_io.py) ------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**15, 10**15) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def corrupted(draw, tensors: dict, meta: dict) -> bytes | tuple[dict, object]:
+    """Raw bytes, or a valid model's ``(tensors, meta)`` with one part of the config or one
+    tensor replaced, deleted or added."""
+    import copy
+
+    import torch
+
+    kind = draw(st.sampled_from(["bytes", "config", "tensors"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=300))
+    tensors, meta = dict(tensors), copy.deepcopy(meta)
+    if kind == "config":
+        section = draw(st.sampled_from(["params", "fitted", None]))
+        target = meta if section is None else meta[section]
+        key = draw(st.sampled_from(sorted(target)) | st.text(max_size=6))
+        if draw(st.booleans()):
+            target.pop(key, None)
+        else:
+            target[key] = draw(json_values)
+        return tensors, meta
+    key = draw(st.sampled_from(sorted(tensors)))
+    action = draw(st.sampled_from(["delete", "reshape", "dtype", "extra"]))
+    if action == "delete":
+        del tensors[key]
+    elif action == "reshape":
+        shape = draw(st.lists(st.integers(0, 5), max_size=3))
+        tensors[key] = torch.zeros(shape)
+    elif action == "dtype":
+        tensors[key] = tensors[key].to(draw(st.sampled_from([torch.int64, torch.uint8, torch.float64, torch.bool])))
+    else:
+        tensors[draw(st.text(min_size=1, max_size=6))] = torch.ones(2)
+    return tensors, meta
+
+
+def _data_of(estimator: str):
+    """A little input for ``transform``; indices for non-parametric CNE, whose transform of new
+    points would run as many epochs as a (crafted) ``transform_epochs`` says."""
+    if estimator == "CNE":
+        return [0, 1]
+    return tiny_images(2) if estimator in IMAGE_ESTIMATORS else tiny_vectors(3)
+
+
+def _names_the_path(err: BaseException, path) -> bool:
+    message = str(err)
+    return "path" in message or str(path) in message or path.name in message
+
+
+@pytest.mark.parametrize("estimator", list(TINY_PARAMS))
+def test_crafted_model_files_load_or_fail_clearly(estimator, fitted_tiny, tmp_path, record_property):
+    from test_io import load_into, read_raw, write_raw
+
+    path = tmp_path / "model.safetensors"
+    fitted_tiny[estimator].save(path)
+    tensors, meta = read_raw(path)
+
+    def check(content):
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            write_raw(path, *content)
+        model = make_tiny(estimator)
+        try:
+            load_into(model, path)
+        except (ValueError, TypeError, OSError) as err:
+            assert _names_the_path(err, path), repr(err)
+            return
+        # a harmless change (a hyperparameter training alone uses): the model must work
+        try:
+            out = model.transform(_data_of(estimator))
+        except (ValueError, TypeError) as err:
+            assert DATA_WORDS.search(str(err)) or "n_components" in str(err), repr(err)
+            return
+        assert np.isfinite(out).all()
+
+    run_cases(corrupted(tensors, meta), check, record_property)
+
+
+path_names = st.one_of(
+    st.text(st.characters(codec="utf-8"), max_size=30),
+    st.text("ab/._\0 ", max_size=12),
+    st.integers(240, 400).map(lambda n: "x" * n),  # longer than a file name may be
+)
+
+
+@pytest.mark.parametrize("estimator", list(TINY_PARAMS))
+def test_save_to_any_path_round_trips_or_fails_clearly(estimator, fitted_tiny, tmp_path, record_property):
+    import os
+
+    from test_io import load_into
+
+    model = fitted_tiny[estimator]
+    root = tmp_path / "saves"
+    root.mkdir()
+    expected = model.transform(_data_of(estimator))
+
+    def check(name):
+        if isinstance(name, str):
+            full = f"{root}/{name}"
+            # never write outside the test's folder
+            assume("\0" in name or os.path.normpath(full).startswith(str(root)))
+            path = full
+        else:
+            path = name
+        try:
+            model.save(path)
+        except (ValueError, TypeError, OSError) as err:
+            assert _names_the_path(err, Path(str(path))), repr(err)
+            return
+        again = load_into(make_tiny(estimator), path)
+        np.testing.assert_array_equal(again.transform(_data_of(estimator)), expected)
+
+    values = st.one_of(path_names, st.sampled_from([None, 3, 2.5, b"model", ["m"], object()]))
+    run_cases(values, check, record_property)

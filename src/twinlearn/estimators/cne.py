@@ -55,9 +55,12 @@ from twinlearn.data.arrays import (
 from twinlearn.encoders.table import EmbeddingTable, IndexRows, pca_init
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
+    build_on_meta,
     check_choice,
     check_float,
     check_int,
+    check_tensor,
+    finite_or_none,
     json_safe_params,
     load_state_strict,
     output_like,
@@ -894,31 +897,44 @@ class CNE(TwinlearnEstimator):
             ``n_components``) must match this estimator's.
         """
         tensors, meta = self._read_model_file(path)
-        stored = meta["params"]
-        if init:
-            self.set_params(**{k: v for k, v in stored.items() if k in self.get_params() and k != "device"})
-        else:
-            arch = {"parametric": (stored.get("parametric"), self.parametric),
-                    "n_components": (stored.get("embd_dim") or stored.get("n_components"), self._dim())}
-            mismatch = {k: v for k, v in arch.items() if v[0] != v[1]}
-            if mismatch:
-                raise ValueError(f"{path} was saved with {mismatch} (file, this estimator); use "
-                                 "load(path, init=True) to take the file's parameters")
-        fitted = meta["fitted"]
-        device = resolve_device(self.device)
-        self.embedding_ = tensors["embedding"].numpy().copy()
-        self.n_features_in_ = int(fitted["n_features_in_"])
-        if self.parametric:
-            model: nn.Module = fc_network(self.n_features_in_, self.embedding_.shape[1])
-            load_state_strict(model, split_prefix(tensors, "model"), path)
-        else:
-            model = EmbeddingTable(self.embedding_)
-        self.model_ = model.to(device).eval()
-        self.training_data_ = tensors["data"].numpy() if fitted["has_data"] else None
-        self.n_samples_fit_ = int(fitted["n_samples_fit_"])
-        self.log_Z_ = fitted["log_Z_"]
-        self.spectrum_ = Spectrum(*fitted["spectrum_"])
-        self.loss_history_ = list(fitted["loss_history_"])
+        with self._restoring_from(path):
+            stored = meta["params"]
+            if init:
+                self._take_file_params(stored, path)
+            else:
+                arch = {"parametric": (stored.get("parametric"), self.parametric),
+                        "n_components": (stored.get("embd_dim") or stored.get("n_components"), self._dim())}
+                mismatch = {k: v for k, v in arch.items() if v[0] != v[1]}
+                if mismatch:
+                    raise ValueError(f"{path} was saved with {mismatch} (file, this estimator); use "
+                                     "load(path, init=True) to take the file's parameters")
+                self._check_params()
+            fitted = meta["fitted"]
+            n_features = check_int(fitted["n_features_in_"], "n_features_in_")
+            n_samples = check_int(fitted["n_samples_fit_"], "n_samples_fit_", minimum=2)
+            dim = self._dim()
+            embedding = check_tensor(tensors, "embedding", (n_samples, dim), path).float().numpy().copy()
+            has_data = check_choice(fitted["has_data"], "has_data", (True, False))
+            data = (check_tensor(tensors, "data", (n_samples, n_features), path).float().numpy()
+                    if has_data else None)
+            if self.parametric:
+                model: nn.Module = build_on_meta(lambda: fc_network(n_features, dim))
+                load_state_strict(model, split_prefix(tensors, "model"), path)
+            else:
+                model = EmbeddingTable(embedding)
+            log_Z = finite_or_none(fitted["log_Z_"], "log_Z_")
+            s_value, spec, early_spec = fitted["spectrum_"]
+            spectrum = Spectrum(finite_or_none(s_value, "spectrum_"), check_float(spec, "spectrum_"),
+                                check_float(early_spec, "spectrum_"))
+            loss_history = [finite_or_none(v, "loss_history_") for v in fitted["loss_history_"]]
+        self.embedding_ = embedding
+        self.n_features_in_ = n_features
+        self.model_ = model.to(resolve_device(self.device)).eval()
+        self.training_data_ = data
+        self.n_samples_fit_ = n_samples
+        self.log_Z_ = log_Z
+        self.spectrum_ = spectrum
+        self.loss_history_ = loss_history
         self.embedding_snapshots_ = []
         return self
 
