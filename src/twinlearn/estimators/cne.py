@@ -36,6 +36,7 @@ import numbers
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -327,7 +328,15 @@ class ContrastiveEmbedding:
         return torch.optim.Adam(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
 
     # --- training ----------------------------------------------------------------------------
-    def fit(self, loader: Iterable, n: int | None = None, store: FeatureStore | None = None) -> "ContrastiveEmbedding":
+    def fit(
+        self,
+        loader: Iterable,
+        n: int | None = None,
+        store: FeatureStore | None = None,
+        *,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume_from: str | os.PathLike | None = None,
+    ) -> "ContrastiveEmbedding":
         """Train on the positive pairs of ``loader``.
 
         Parameters
@@ -341,12 +350,19 @@ class ContrastiveEmbedding:
             number of batches here.)
         store : FeatureStore, optional
             Input rows looked up by index batches (parametric CNE).
+        checkpoint_dir : path, optional
+            ``latest_snapshot.safetensors`` is written there (atomically) after every epoch.
+        resume_from : path, optional
+            A checkpoint of the same model and pairs: weights, optimizer, random generator,
+            step and loss history are restored and training continues from its epoch.
 
         Returns
         -------
         self
         """
         self._check_params()
+        if resume_from is not None and not Path(resume_from).is_file():
+            raise ValueError(f"resume_from={str(resume_from)!r} is not a checkpoint file")
         mode = _mode(self.loss_mode)
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
@@ -369,8 +385,12 @@ class ContrastiveEmbedding:
         trainer = Trainer(
             objective, source, self._optimizer(objective), self._schedule(len(source)), self.n_epochs,
             precision=self.precision, clip_grad_value=self.clip_grad, callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir, checkpoint_meta={"class": type(self).__name__},
             verbose=self.verbose,
         )
+        if resume_from is not None:
+            trainer.load_checkpoint(resume_from)
+            logger.info("resumed from %s at epoch %d", resume_from, trainer.epoch)
         trainer.fit()
         self.trainer_ = trainer
         self.loss_ = loss
@@ -549,6 +569,8 @@ class CNE(TwinlearnEstimator):
     timings_ : dict
         Seconds spent on the kNN graph (``"knn"``), the initialisation (``"init"``) and the
         training epochs (``"optimisation"``).
+    n_epochs_trained_ : int
+        Epochs trained, those of a resumed run included.
     n_features_in_ : int
 
     Examples
@@ -708,6 +730,8 @@ class CNE(TwinlearnEstimator):
         knn_graph: object = None,
         graph: object = None,
         callbacks: Sequence[Any] = (),
+        output_folder: str | os.PathLike | None = None,
+        resume: bool = False,
     ) -> "CNE":
         """Learn the embedding of ``X``.
 
@@ -724,12 +748,22 @@ class CNE(TwinlearnEstimator):
         graph : same as ``knn_graph`` (the original's name)
         callbacks : sequence of callables
             Extra ``callback(trainer, epoch, mean_loss)`` run after every epoch.
+        output_folder : path, optional
+            Where checkpoints go (as TLDR): ``latest_snapshot.safetensors`` after every epoch,
+            written atomically, and ``final_model.safetensors`` at the end.
+        resume : bool
+            Continue from ``output_folder/latest_snapshot.safetensors`` if it exists (embedding
+            or network, optimizer, random generator and step restored): with the same data and
+            parameters the result equals an uninterrupted run. ``embedding_snapshots_`` then
+            hold only the epochs trained in this call.
 
         Returns
         -------
         self
         """
         self._check_params()
+        if resume and output_folder is None:
+            raise ValueError("resume=True needs output_folder, where the snapshots are")
         if knn_graph is not None and graph is not None:
             raise ValueError("give knn_graph or graph (its alias), not both")
         graph = knn_graph if knn_graph is not None else graph
@@ -760,7 +794,11 @@ class CNE(TwinlearnEstimator):
             snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X, device), self.save_freq)
             extra.insert(0, snapshots)
         timings["init"] = time.perf_counter() - clock
-        engine = self._engine(model, callbacks=extra, random_state=seed).fit(pairs, n=n, store=store)
+        latest = Path(output_folder) / "latest_snapshot.safetensors" if output_folder is not None else None
+        engine = self._engine(model, callbacks=extra, random_state=seed).fit(
+            pairs, n=n, store=store, checkpoint_dir=output_folder,
+            resume_from=latest if resume and latest.exists() else None,
+        )
         timings["optimisation"] = sum(engine.trainer_.epoch_seconds)
 
         self.model_ = model.eval()
@@ -775,8 +813,11 @@ class CNE(TwinlearnEstimator):
         self.training_data_ = None if self.parametric else X
         self.n_samples_fit_ = n
         self.timings_ = timings
+        self.n_epochs_trained_ = engine.trainer_.epoch
         logger.info("CNE fit: kNN graph %.1f s, initialisation %.1f s, %d epochs %.1f s",
                     timings["knn"], timings["init"], self.n_epochs, timings["optimisation"])
+        if output_folder is not None:
+            self.save(Path(output_folder) / "final_model.safetensors")
         return self
 
     def _embed_training(self, model: nn.Module, X: ArrayLike, device: torch.device) -> np.ndarray:
