@@ -64,7 +64,9 @@ class fork_torch_rng:
     def __enter__(self) -> None:
         self._fork = torch.random.fork_rng(devices=[])
         self._fork.__enter__()
-        torch.manual_seed(self.seed)
+        # only the CPU generator, the one fork_rng(devices=[]) restores: torch.manual_seed would
+        # also (lazily) reseed every CUDA generator, a global change the caller would see
+        torch.default_generator.manual_seed(self.seed)
 
     def __exit__(self, *exc: object) -> None:
         self._fork.__exit__(*exc)
