@@ -42,7 +42,9 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _float_in(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+def _float_in(
+    low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
     """An argparse ``type``: a finite float in the interval from ``low`` to ``high``."""
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
@@ -51,8 +53,9 @@ def _float_in(low: float, high: float = math.inf, *, low_open: bool = False, hig
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
-        inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
-        if not math.isfinite(value) or not inside:
+        above = low < value if low_open else low <= value
+        below = value < high if high_open else value <= high
+        if not (math.isfinite(value) and above and below):
             raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
         return value
 
@@ -104,7 +107,8 @@ def build_mrl_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt_path", default=None,
                    help="resume from a latest_snapshot.safetensors (weights, optimizer, step, γ)")
     extra = p.add_argument_group("twinlearn options")
-    extra.add_argument("--max_images", type=_int_at_least(2), default=None, help="train on a random subset")
+    extra.add_argument("--max_images", type=_int_at_least(2), default=None,
+                       help="train on a random subset")
     extra.add_argument("--image_size", type=_int_at_least(1), default=None)
     extra.add_argument("--nesting_dims", type=_int_at_least(1), nargs="+", default=None)
     extra.add_argument("--full_mrl", action="store_true", help="one projector per nest (not MRL-E)")

@@ -106,7 +106,9 @@ def load_tensors(path: str | os.PathLike, kind: str | None = None) -> tuple[dict
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} has corrupt twinlearn metadata: {err}") from err
     if not isinstance(meta, dict):
-        raise ValueError(f"{path} has corrupt twinlearn metadata: a JSON object expected, got {type(meta).__name__}")
+        raise ValueError(
+            f"{path} has corrupt twinlearn metadata: a JSON object expected, got {type(meta).__name__}"
+        )
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(

@@ -59,7 +59,9 @@ def check_image_size(image_size: object, name: str = "image_size") -> tuple[int,
         or len(pair) != 2
         or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in pair)
     ):
-        raise ValueError(f"{name} must be None, a positive int or (height, width) of positive ints, got {image_size!r}")
+        raise ValueError(
+            f"{name} must be None, a positive int or (height, width) of positive ints, got {image_size!r}"
+        )
     return int(pair[0]), int(pair[1])
 
 
@@ -107,7 +109,9 @@ def _stack(images: Sequence[np.ndarray], image_size: tuple[int, int] | None) -> 
     out = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)
     for i, arr in enumerate(images):
         if min(arr.shape[:2]) < 1:
-            raise ValueError(f"image {i} of X is {arr.shape[0]}×{arr.shape[1]} pixels (H×W); at least 1×1 is needed")
+            raise ValueError(
+                f"image {i} of X is {arr.shape[0]}×{arr.shape[1]} pixels (H×W); at least 1×1 is needed"
+            )
         if arr.shape[:2] != tuple(size):
             if image_size is None:
                 raise ValueError(
@@ -161,7 +165,9 @@ def load_images(
     if scipy.sparse.issparse(X):
         raise TypeError(f"{name} is a sparse matrix; images must be a dense uint8 array (N, H, W, C)")
     if isinstance(X, Mapping):
-        raise TypeError(f"{name} is a {type(X).__name__}; expected a torch Dataset, folder path or array")
+        raise TypeError(
+            f"{name} is a {type(X).__name__}; expected a torch Dataset, folder path or array"
+        )
     if isinstance(X, (str, os.PathLike)):
         root = Path(X)
         if not root.is_dir():

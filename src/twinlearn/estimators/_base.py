@@ -38,7 +38,8 @@ def check_float(value: object, name: str, positive: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
     if not np.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite {'positive' if positive else 'non-negative'} number, got {value}")
+        kind = "positive" if positive else "non-negative"
+        raise ValueError(f"{name} must be a finite {kind} number, got {value}")
     return float(value)
 
 
@@ -170,7 +171,9 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self._check_params()
 
 
-def check_tensor(tensors: dict[str, torch.Tensor], key: str, shape: tuple[int | None, ...], path: object) -> torch.Tensor:
+def check_tensor(
+    tensors: dict[str, torch.Tensor], key: str, shape: tuple[int | None, ...], path: object
+) -> torch.Tensor:
     """``tensors[key]``, a floating tensor of ``shape`` (``None`` = any size), or a ``ValueError``
     naming the file."""
     value = tensors.get(key)

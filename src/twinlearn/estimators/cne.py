@@ -794,7 +794,7 @@ class CNE(TwinlearnEstimator):
             snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X, device), self.save_freq)
             extra.insert(0, snapshots)
         timings["init"] = time.perf_counter() - clock
-        latest = Path(output_folder) / "latest_snapshot.safetensors" if output_folder is not None else None
+        latest = Path(output_folder) / "latest_snapshot.safetensors" if output_folder else None
         engine = self._engine(model, callbacks=extra, random_state=seed).fit(
             pairs, n=n, store=store, checkpoint_dir=output_folder,
             resume_from=latest if resume and latest.exists() else None,
@@ -943,8 +943,9 @@ class CNE(TwinlearnEstimator):
             if init:
                 self._take_file_params(stored, path)
             else:
+                stored_dim = stored.get("embd_dim") or stored.get("n_components")
                 arch = {"parametric": (stored.get("parametric"), self.parametric),
-                        "n_components": (stored.get("embd_dim") or stored.get("n_components"), self._dim())}
+                        "n_components": (stored_dim, self._dim())}
                 mismatch = {k: v for k, v in arch.items() if v[0] != v[1]}
                 if mismatch:
                     raise ValueError(f"{path} was saved with {mismatch} (file, this estimator); use "

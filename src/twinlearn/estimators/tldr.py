@@ -407,7 +407,8 @@ class TLDR(TwinlearnEstimator):
             if init:
                 self._take_file_params(stored, path)
             else:
-                mine = {k: list(v) if isinstance(v, tuple) else v for k in arch for v in [getattr(self, k)]}
+                mine = {k: list(v) if isinstance(v, tuple) else v
+                        for k in arch for v in [getattr(self, k)]}
                 mismatch = {k: (stored.get(k), mine[k]) for k in arch if stored.get(k) != mine[k]}
                 if mismatch:
                     raise ValueError(

@@ -480,7 +480,8 @@ class TSimCNE(TwinlearnEstimator):
             network = build_on_meta(lambda: self._build_network(out_dim, (3, height, width), 0))
             load_state_strict(network, split_prefix(tensors, "model"), path)
             stage_epochs = [check_int(e, "stage_epochs_", minimum=0) for e in fitted["stage_epochs_"]]
-            loss_history = [[finite_or_none(v, "loss_history_") for v in stage] for stage in fitted["loss_history_"]]
+            loss_history = [[finite_or_none(v, "loss_history_") for v in stage]
+                            for stage in fitted["loss_history_"]]
         self.model_ = network.to(self._device()).eval()
         if self.channels_last:
             self.model_ = self.model_.to(memory_format=torch.channels_last)
