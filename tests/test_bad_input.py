@@ -3,16 +3,20 @@ naming what was wrong — never an IndexError or RuntimeError from deep inside t
 
 from __future__ import annotations
 
+import copy
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse
+import torch
 from conftest import IMAGE_ESTIMATORS, TINY_PARAMS, VECTOR_ESTIMATORS, make_tiny, tiny_images, tiny_vectors
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from test_io import load_into, read_raw, write_raw
 
 from twinlearn.metrics import knn_accuracy, knn_recall, trustworthiness
 from twinlearn.neighbors import compute_knn
@@ -98,8 +102,8 @@ def run_cases(strategy: st.SearchStrategy, check, record) -> int:
     @SETTINGS
     @given(value=strategy)
     def run(value):
-        seen.append(value)
         check(value)
+        seen.append(value)  # after the check: a case that assume() discards does not count
 
     run()
     record("hypothesis_examples", len(seen))
@@ -352,10 +356,6 @@ json_values = st.recursive(
 def corrupted(draw, tensors: dict, meta: dict) -> bytes | tuple[dict, object]:
     """Raw bytes, or a valid model's ``(tensors, meta)`` with one part of the config or one
     tensor replaced, deleted or added."""
-    import copy
-
-    import torch
-
     kind = draw(st.sampled_from(["bytes", "config", "tensors"]))
     if kind == "bytes":
         return draw(st.binary(max_size=300))
@@ -398,8 +398,6 @@ def _names_the_path(err: BaseException, path) -> bool:
 
 @pytest.mark.parametrize("estimator", list(TINY_PARAMS))
 def test_crafted_model_files_load_or_fail_clearly(estimator, fitted_tiny, tmp_path, record_property):
-    from test_io import load_into, read_raw, write_raw
-
     path = tmp_path / "model.safetensors"
     fitted_tiny[estimator].save(path)
     tensors, meta = read_raw(path)
@@ -435,10 +433,6 @@ path_names = st.one_of(
 
 @pytest.mark.parametrize("estimator", list(TINY_PARAMS))
 def test_save_to_any_path_round_trips_or_fails_clearly(estimator, fitted_tiny, tmp_path, record_property):
-    import os
-
-    from test_io import load_into
-
     model = fitted_tiny[estimator]
     root = tmp_path / "saves"
     root.mkdir()
