@@ -212,6 +212,17 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], path: o
         raise ValueError(f"{path} does not hold {empty}")
 
 
+def keep_prefix(Z: ArrayLike, n_components: int | None) -> ArrayLike:
+    """The first ``n_components`` columns of an embedding (all of them for ``None``): a nested
+    (Matryoshka) model's smaller embedding."""
+    if n_components is None:
+        return Z
+    check_int(n_components, "n_components")
+    if n_components > Z.shape[-1]:
+        raise ValueError(f"n_components={n_components} exceeds the model's {Z.shape[-1]} dims")
+    return Z[..., :n_components]
+
+
 def output_like(Z: torch.Tensor, X: object) -> ArrayLike:
     """NumPy out for NumPy in; a tensor on the input's device for tensor in."""
     if isinstance(X, torch.Tensor):

@@ -64,12 +64,14 @@ from twinlearn.estimators._base import (
     check_tensor,
     finite_or_none,
     json_safe_params,
+    keep_prefix,
     load_state_strict,
     output_like,
 )
 from twinlearn.io import save_tensors, split_prefix
 from twinlearn.kernels import CauchyKernel, CosineKernel
-from twinlearn.losses import LOSS_MODES, ContrastiveLoss
+from twinlearn.encoders.matryoshka import check_nesting_dims
+from twinlearn.losses import LOSS_MODES, ContrastiveLoss, MatryoshkaLoss
 from twinlearn.losses.fused_table import FusedTableObjective, fused_supported
 from twinlearn.losses.spectrum import Spectrum, check_spectrum_args, resolve_spectrum
 from twinlearn.neighbors import (
@@ -184,6 +186,9 @@ class ContrastiveEmbedding:
         Sum or mean of the per-anchor losses of a batch.
     clip_grad : float or None, default=4.0
         Clip gradient values to ±clip_grad.
+    nesting_dims : list of int, optional
+        Matryoshka: the loss is summed over these prefixes of the embedding
+        (:class:`~twinlearn.losses.MatryoshkaLoss`), so each prefix is an embedding of its own.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
     device : str or torch.device, default="cpu"
     random_state : int, numpy Generator or None
@@ -229,6 +234,7 @@ class ContrastiveEmbedding:
         early_exaggeration: bool = True,
         loss_aggregation: str = "sum",
         clip_grad: float | None = 4.0,
+        nesting_dims: Sequence[int] | None = None,
         precision: str = "fp32",
         device: str | torch.device = "cpu",
         random_state: int | np.random.Generator | None = None,
@@ -257,6 +263,7 @@ class ContrastiveEmbedding:
         self.early_exaggeration = early_exaggeration
         self.loss_aggregation = loss_aggregation
         self.clip_grad = clip_grad
+        self.nesting_dims = nesting_dims
         self.precision = precision
         self.device = device
         self.random_state = random_state
@@ -294,6 +301,8 @@ class ContrastiveEmbedding:
         check_float(self.Z, "Z")
         check_spectrum_args(mode, s=self.s, Z_bar=self.Z_bar, neg_spec=self.neg_spec, ince_spec=self.ince_spec)
         check_choice(self.loss_aggregation, "loss_aggregation", AGGREGATIONS)
+        if self.nesting_dims is not None:
+            check_nesting_dims(self.nesting_dims, max(list(self.nesting_dims) or [1]))
         if self.clip_grad is not None:
             check_float(self.clip_grad, "clip_grad")
         check_choice(self.precision, "precision", PRECISIONS)
@@ -329,7 +338,8 @@ class ContrastiveEmbedding:
 
     def _optimizer(self, objective: nn.Module) -> torch.optim.Optimizer:
         groups = [{"params": [p for p in objective.encoder.parameters() if p.requires_grad]}]
-        log_z = getattr(objective.loss, "log_Z", None)
+        loss = getattr(objective.loss, "base_loss", objective.loss)  # through a MatryoshkaLoss
+        log_z = getattr(loss, "log_Z", None)
         if log_z is not None:
             groups.append({"params": [log_z], "lr": _LOG_Z_LR})
         if self.optimizer == "sgd":
@@ -382,11 +392,13 @@ class ContrastiveEmbedding:
         spectrum = self._resolve_spectrum(mode, n, store, source)
         self.model.to(device)
         loss = self._build_loss(mode, spectrum, source.generator)
-        fused = isinstance(self.model, EmbeddingTable) and store is None and fused_supported(loss, device)
+        fused = (isinstance(self.model, EmbeddingTable) and store is None and self.nesting_dims is None
+                 and fused_supported(loss, device))
         if fused:
             objective: nn.Module = FusedTableObjective(self.model, loss, n_threads=torch.get_num_threads())
         else:
-            objective = PairObjective(self.model, loss, store)
+            pair_loss = loss if self.nesting_dims is None else MatryoshkaLoss(loss, self.nesting_dims)
+            objective = PairObjective(self.model, pair_loss, store)
         objective.to(device)
         callbacks = list(self.callbacks)
         if spectrum.s is not None:
@@ -562,6 +574,10 @@ class CNE(TwinlearnEstimator):
         and an epoch is ~3× shorter (MNIST: 0.968 vs 0.962 10-NN accuracy for NEG, see
         benchmarks/RESULTS.md). ``"binary"``: every edge once per epoch, as the original
         ``contrastive-ne``. A sparse ``knn_graph`` is always used as given (binary pattern).
+    nesting_dims : list of int, optional
+        Matryoshka: the loss is summed over these prefixes of the embedding, e.g.
+        ``CNE(parametric=True, n_components=16, nesting_dims=[2, 4, 8, 16])``; then
+        ``transform(X, n_components=2)`` is a 2-D embedding of its own.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Autocast for the parametric network (``"bf16"`` is ~2× faster on AVX-512-BF16 CPUs).
     transform_epochs : int, default=50
@@ -630,6 +646,7 @@ class CNE(TwinlearnEstimator):
         loss_aggregation: str = "sum",
         knn_method: str = "auto",
         edge_weights: str = "fuzzy",
+        nesting_dims: list[int] | None = None,
         precision: str = "fp32",
         transform_epochs: int = 50,
         save_freq: int = 0,
@@ -665,6 +682,7 @@ class CNE(TwinlearnEstimator):
         self.loss_aggregation = loss_aggregation
         self.knn_method = knn_method
         self.edge_weights = edge_weights
+        self.nesting_dims = nesting_dims
         self.precision = precision
         self.transform_epochs = transform_epochs
         self.save_freq = save_freq
@@ -701,7 +719,8 @@ class CNE(TwinlearnEstimator):
             temperature=self.temperature, eps=self.eps, s=self.s, Z_bar=self.Z_bar,
             neg_spec=self.neg_spec, ince_spec=self.ince_spec,
             early_exaggeration=self.early_exaggeration, loss_aggregation=self.loss_aggregation,
-            clip_grad=self.clip_grad, precision=self.precision, device=self.device,
+            clip_grad=self.clip_grad, nesting_dims=self.nesting_dims, precision=self.precision,
+            device=self.device,
             verbose=self.verbose,
         )
         params.update(overrides)
@@ -715,6 +734,8 @@ class CNE(TwinlearnEstimator):
         check_int(self.batch_size, "batch_size", minimum=2)
         check_choice(self.knn_method, "knn_method", KNN_METHODS)
         check_choice(self.edge_weights, "edge_weights", EDGE_WEIGHTS)
+        if self.nesting_dims is not None:
+            check_nesting_dims(self.nesting_dims, self._dim())
         check_int(self.transform_epochs, "transform_epochs")
         check_int(self.save_freq, "save_freq", minimum=0)
         if self.optimizer is not None:  # checked here: a falsy value would pick the default
@@ -867,7 +888,7 @@ class CNE(TwinlearnEstimator):
         return output_like(torch.from_numpy(self.embedding_.copy()), X)
 
     # --- transform ---------------------------------------------------------------------------
-    def transform(self, X: ArrayLike | int | Sequence[int]) -> ArrayLike:
+    def transform(self, X: ArrayLike | int | Sequence[int], n_components: int | None = None) -> ArrayLike:
         """Embed ``X``.
 
         Parameters
@@ -878,6 +899,8 @@ class CNE(TwinlearnEstimator):
             (non-parametric): each point starts at the mean of its ``n_neighbors`` nearest
             training points' embeddings, then ``transform_epochs`` of the same loss attract it to
             them while it is repelled from random training points.
+        n_components : int, optional
+            Keep only the first ``n_components`` dimensions (a nested model's smaller embedding).
 
         Returns
         -------
@@ -887,13 +910,15 @@ class CNE(TwinlearnEstimator):
         if _is_index_selection(X):
             idx = validate_sample_indices(np.asarray(X.cpu() if isinstance(X, torch.Tensor) else X),
                                           self.embedding_.shape[0])
-            rows = self.embedding_[idx]
+            rows = keep_prefix(self.embedding_[idx], n_components)
             return rows[0] if np.ndim(X) == 0 else rows
         X = self._validate_transform_data(X)
         device = resolve_device(self.device)
         if self.parametric:
-            return output_like(self._encode(self.model_, X, device), X)
-        return output_like(torch.from_numpy(self._place(X, device)), X)
+            Z = self._encode(self.model_, X, device)
+        else:
+            Z = torch.from_numpy(self._place(X, device))
+        return output_like(keep_prefix(Z, n_components), X)
 
     def _place(self, X_new: ArrayLike, device: torch.device) -> np.ndarray:
         if self.training_data_ is None:

@@ -26,6 +26,7 @@ from twinlearn.estimators._base import (
     check_choice,
     check_float,
     check_int,
+    keep_prefix,
     load_state_strict,
     output_like,
 )
@@ -361,12 +362,7 @@ class TLDR(TwinlearnEstimator):
         ndarray (for NumPy input) or tensor (for tensor input, on its device)
         """
         X = self._validate_transform_data(X)
-        Z = self._encode(self.encoder_, X, self._device())
-        if n_components is not None:
-            check_int(n_components, "n_components")
-            if n_components > Z.shape[1]:
-                raise ValueError(f"n_components={n_components} exceeds the model's {Z.shape[1]} dims")
-            Z = Z[:, :n_components]
+        Z = keep_prefix(self._encode(self.encoder_, X, self._device()), n_components)
         if l2_norm:
             Z = torch.nn.functional.normalize(Z, dim=1)
         return output_like(Z, X)
