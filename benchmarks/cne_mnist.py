@@ -99,7 +99,9 @@ def _worker(method: str, data: str, out: str, args: argparse.Namespace) -> None:
             params = dict(loss_mode="neg", parametric=True, optimizer="adam", n_epochs=20, seed=0)
             params.update(extra)
             model = cne.CNE(**params)
-            Y_train = model.fit_transform(x_train)
+            # contrastive-ne 0.4.0's parametric fit calls len(init), so init=None fails; the
+            # array is only measured, never used
+            Y_train = model.fit_transform(x_train, init=np.zeros((len(x_train), 2), np.float32))
             Y = np.vstack([Y_train, model.transform(x_test)])
         else:
             model = cne.CNE(loss_mode=method.removeprefix("cne-"), seed=0, **extra)

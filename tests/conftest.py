@@ -35,3 +35,42 @@ def blobs():
     labels = rng.integers(0, 3, size=300)
     X = centers[labels] + rng.normal(size=(300, 20))
     return X.astype(np.float32), labels
+
+
+#: tiny settings under which each estimator trains in well under a second (contract tests)
+TINY_PARAMS = {
+    "TLDR": dict(n_components=2, projector="mlp-1-16", n_epochs=1, batch_size=8, n_neighbors=3, random_state=0),
+    "CNE": dict(n_epochs=1, batch_size=16, n_neighbors=3, transform_epochs=1, random_state=0),
+    "CNE(parametric=True)": dict(parametric=True, n_epochs=1, batch_size=16, n_neighbors=3, random_state=0),
+    "TSimCNE": dict(backbone="small_cnn", total_epochs=[1], batch_size=4, device="cpu", random_state=0),
+    "ReLIC": dict(backbone="small_cnn", n_epochs=1, batch_size=4, proj_hidden_dim=16, proj_out_dim=8,
+                  random_state=0),
+}
+VECTOR_ESTIMATORS = ("TLDR", "CNE", "CNE(parametric=True)")
+IMAGE_ESTIMATORS = ("TSimCNE", "ReLIC")
+
+
+def make_tiny(key: str, **overrides):
+    """A fresh estimator of ``key`` (a ``TINY_PARAMS`` key) with tiny settings."""
+    import twinlearn
+
+    cls = getattr(twinlearn, key.split("(")[0])
+    return cls(**{**TINY_PARAMS[key], **overrides})
+
+
+def tiny_vectors(n: int = 40, d: int = 5) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+
+
+def tiny_images(n: int = 8, side: int = 8) -> np.ndarray:
+    """uint8 images (N, H, W, 3)."""
+    return np.random.default_rng(0).integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def fitted_tiny():
+    """One tiny fitted model of every estimator, keyed as ``TINY_PARAMS`` (read-only use)."""
+    return {
+        key: make_tiny(key).fit(tiny_images() if key in IMAGE_ESTIMATORS else tiny_vectors())
+        for key in TINY_PARAMS
+    }

@@ -1,10 +1,15 @@
 """The mrl_train command line: every mrl-pytorch flag parses, one tiny epoch runs."""
 
+import contextlib
+import io
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from twinlearn.cli import build_mrl_parser, mrl_main
 
@@ -71,9 +76,10 @@ def test_one_tiny_epoch_then_resume(tmp_path):
     assert meta["epoch"] == 2 and meta["step"] == 4
 
 
-def test_missing_or_download_only_datasets_fail_clearly(tmp_path):
-    with pytest.raises(SystemExit, match="never downloads"):
+def test_missing_or_download_only_datasets_fail_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
         mrl_main(["--dataset_name", "food101", "--dataset_path", str(tmp_path)])
+    assert info.value.code == 2 and "never downloads" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="stl10_binary"):
         mrl_main(["--dataset_name", "stl10", "--dataset_path", str(tmp_path)])
     with pytest.raises(SystemExit, match="CIFAR-10"):
@@ -105,3 +111,86 @@ def test_stl10_binary_layout_is_decoded(tmp_path):
     assert np.array_equal(x, images) and y.tolist() == [0, 9, 4]
     with pytest.raises(FileNotFoundError, match="unlabeled_X.bin"):
         load_stl10(tmp_path)
+
+
+# --- bad flags and values: argparse's usage error (status 2) naming the flag, no traceback ----
+INT_FLAGS = {"--num_epochs": 1, "-b": 2, "--proj_out_dim": 1, "--proj_hidden_dim": 0,
+             "--log_every_n_steps": 0, "--update_gamma_after_step": 0,
+             "--update_gamma_every_n_steps": 1, "--max_images": 2, "--image_size": 1, "--seed": 0,
+             "--nesting_dims": 1}  # fmt: skip
+#: (low, high, low included, high included)
+FLOAT_FLAGS = {"-lr": (0, math.inf, False, False), "-wd": (0, math.inf, True, False),
+               "--gamma": (0, 1, True, False), "--alpha": (0, math.inf, True, False)}  # fmt: skip
+CHOICE_FLAGS = {"--dataset_name": ("stl10", "cifar10", "imagefolder"),
+                "-m": ("resnet18", "resnet50", "resnet18_simclr", "resnet34", "small_cnn"),
+                "--device": ("cpu", "auto")}  # fmt: skip
+BASE = ["--dataset_name", "imagefolder", "--dataset_path", "/no/such/images"]
+
+
+def _parses(text: str, kind: type) -> float | None:
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
+def _valid_int(text: str, minimum: int) -> bool:
+    value = _parses(text, int)
+    return value is not None and value >= minimum
+
+
+def _valid_float(text: str, low: float, high: float, low_in: bool, high_in: bool) -> bool:
+    v = _parses(text, float)
+    return (v is not None and math.isfinite(v) and (low <= v if low_in else low < v)
+            and (v <= high if high_in else v < high))
+
+
+numberish = st.one_of(st.text(max_size=8), st.integers(-10**6, 10**6).map(str),
+                      st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                      st.sampled_from(["", "nan", "-inf", "1e400", "1.5", "0x10", "two", "-"]))
+
+
+@st.composite
+def bad_flag(draw):
+    """``(argv tail, the flag the error must name)``."""
+    kind = draw(st.sampled_from(["int", "float", "choice", "nesting_order", "unknown"]))
+    if kind == "int":
+        flag = draw(st.sampled_from(sorted(INT_FLAGS)))
+        return [flag, draw(numberish.filter(lambda t: not _valid_int(t, INT_FLAGS[flag])))], flag
+    if kind == "float":
+        flag = draw(st.sampled_from(sorted(FLOAT_FLAGS)))
+        return [flag, draw(numberish.filter(lambda t: not _valid_float(t, *FLOAT_FLAGS[flag])))], flag
+    if kind == "choice":
+        flag = draw(st.sampled_from(sorted(CHOICE_FLAGS)))
+        value = draw(st.text(max_size=10).filter(lambda t: t not in CHOICE_FLAGS[flag] and not t.startswith("cpu")))
+        return [flag, value], flag
+    if kind == "nesting_order":
+        dims = draw(st.lists(st.integers(1, 512), min_size=2, max_size=4).filter(lambda d: sorted(set(d)) != d))
+        return ["--nesting_dims", *map(str, dims)], "nesting_dims"
+    known = build_mrl_parser()._option_string_actions
+    name = draw(st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12))
+    flag = "--" + name
+    # argparse accepts unambiguous prefixes of long options; those are not unknown
+    assume(not any(option.startswith(flag) for option in known))
+    return [flag], flag
+
+
+def test_bad_flags_exit_with_a_usage_error_naming_the_flag(record_property):
+    seen = []
+
+    @settings(max_examples=150, deadline=None)
+    @given(case=bad_flag())
+    def run(case):
+        tail, flag = case
+        seen.append(flag)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+            mrl_main([*BASE, *tail])
+        message = err.getvalue()
+        assert info.value.code == 2, (tail, info.value.code, message)
+        assert "mrl_train: error:" in message and flag in message, (tail, message)
+        assert "Traceback" not in message
+
+    run()
+    record_property("hypothesis_examples", len(seen))
+    assert len(seen) >= 100

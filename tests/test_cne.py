@@ -323,3 +323,18 @@ def test_engine_table_fit_transform_needs_n_for_neg_spectrum():
     assert emb.shape == (4, 2)
     with pytest.raises(ValueError, match="number of points"):
         ContrastiveEmbedding(torch.nn.Linear(2, 2), loss_mode="neg", s=0.3).fit(pairs)
+
+
+@pytest.mark.parametrize("parametric", [True, False])
+def test_nested_prefixes_are_embeddings_of_their_own(blobs, parametric):
+    X, y = blobs
+    model = CNE(parametric=parametric, n_components=4, nesting_dims=[2, 4], loss_mode="neg",
+                n_epochs=30, batch_size=1024, random_state=0).fit(X)
+    full = model.transform(X[:200]) if parametric else model.embedding_
+    two = model.transform(X[:200], n_components=2) if parametric else model.transform(np.arange(300), n_components=2)
+    np.testing.assert_array_equal(two, full[:, :2] if parametric else full[:, :2])
+    assert knn_accuracy(two[:150], y[:150], two[150:200], y[150:200]) > 0.95
+    with pytest.raises(ValueError, match="exceeds the model's 4 dims"):
+        model.transform(X[:5], n_components=5)
+    with pytest.raises(ValueError, match="nesting_dims"):
+        CNE(n_components=2, nesting_dims=[2, 4]).fit(X)

@@ -1,5 +1,9 @@
 """A training process killed with SIGKILL leaves a readable checkpoint; resuming from it gives
-the same model as an uninterrupted run with the same random_state (CPU)."""
+the same model as an uninterrupted run with the same random_state (CPU), for every trainer
+that checkpoints: TLDR and CNE (``output_folder`` + ``resume``) and ReLIC (``checkpoint_dir`` +
+``resume_from``)."""
+
+from __future__ import annotations
 
 import os
 import signal
@@ -12,14 +16,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twinlearn import TLDR, io
+from twinlearn import CNE, TLDR, ReLIC, io
+from twinlearn.training import Trainer
 
-PARAMS = dict(n_components=3, projector="mlp-1-64", n_epochs=6, batch_size=32, random_state=0)
+N_EPOCHS = 6
+PARAMS = {
+    "TLDR": dict(n_components=3, projector="mlp-1-64", n_epochs=N_EPOCHS, batch_size=32, random_state=0),
+    "CNE": dict(n_epochs=N_EPOCHS, n_neighbors=5, batch_size=512, random_state=0),
+    "ReLIC": dict(backbone="small_cnn", n_epochs=N_EPOCHS, batch_size=16, proj_hidden_dim=32,
+                  nesting_dims=[8, 128], random_state=0),
+}
+LATEST = "latest_snapshot.safetensors"
+#: the model file each trainer writes once training is complete
+FINAL = {"TLDR": "final_model.safetensors", "CNE": "final_model.safetensors", "ReLIC": "relic_model.safetensors"}
 
 
-def _data():
+def _data(name: str) -> np.ndarray:
     rng = np.random.default_rng(0)
+    if name == "ReLIC":
+        return rng.integers(0, 256, (48, 16, 16, 3), dtype=np.uint8)
     return (rng.normal(size=(600, 20)) + rng.integers(0, 4, size=(600, 1)) * 3).astype(np.float32)
+
+
+def train(name: str, folder: Path | None = None, resume: bool = False):
+    """Fit trainer ``name`` on its data, checkpointing to ``folder`` (resuming from it)."""
+    model = {"TLDR": TLDR, "CNE": CNE, "ReLIC": ReLIC}[name](**PARAMS[name])
+    X = _data(name)
+    if name == "ReLIC":
+        latest = folder / LATEST if resume else None
+        return model.fit(X, checkpoint_dir=folder, resume_from=latest)
+    return model.fit(X, output_folder=folder, resume=resume)
 
 
 SCRIPT = textwrap.dedent(
@@ -27,24 +53,24 @@ SCRIPT = textwrap.dedent(
     import sys
     import time
     sys.path.insert(0, {tests!r})
-    from test_interrupt import PARAMS, _data
-    from twinlearn import TLDR
+    from test_interrupt import train
     from twinlearn.training import Trainer
 
     # slow each epoch down (results unchanged) so the kill surely lands mid-run
     run_epoch = Trainer.run_epoch
     Trainer.run_epoch = lambda self: (time.sleep(0.3), run_epoch(self))[1]
-    TLDR(**PARAMS).fit(_data(), output_folder={folder!r})
+    train({name!r}, {folder!r})
     """
 )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_sigkill_then_resume_equals_uninterrupted(name, tmp_path, monkeypatch):
     folder = tmp_path / "run"
-    script = SCRIPT.format(tests=str(Path(__file__).parent), folder=str(folder))
+    script = SCRIPT.format(tests=str(Path(__file__).parent), name=name, folder=str(folder))
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    latest = folder / "latest_snapshot.safetensors"
+    latest = folder / LATEST
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -58,12 +84,20 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
         if proc.poll() is None:
             proc.kill()
     _, meta = io.load_tensors(latest, kind="checkpoint")  # readable despite the kill
-    assert 2 <= meta["epoch"] < PARAMS["n_epochs"]
-    assert not (folder / "final_model.safetensors").exists()
+    assert 2 <= meta["epoch"] < N_EPOCHS
+    assert not (folder / FINAL[name]).exists()
 
-    X = _data()
-    resumed = TLDR(**PARAMS).fit(X, output_folder=folder, resume=True)
-    full = TLDR(**PARAMS).fit(X)
-    assert resumed.n_epochs_trained_ == PARAMS["n_epochs"]
+    # count the epochs the resumed fit runs: a resume that silently restarted from scratch
+    # would also end equal to the uninterrupted run
+    epochs_run = []
+    run_epoch = Trainer.run_epoch
+    monkeypatch.setattr(Trainer, "run_epoch", lambda self: (epochs_run.append(1), run_epoch(self))[1])
+    resumed = train(name, folder, resume=True)
+    assert len(epochs_run) == N_EPOCHS - meta["epoch"]
+    monkeypatch.undo()
+    full = train(name)
+    assert resumed.n_epochs_trained_ == N_EPOCHS
+    assert (folder / FINAL[name]).exists()
     np.testing.assert_allclose(resumed.loss_history_, full.loss_history_, rtol=1e-4)
+    X = _data(name)
     np.testing.assert_allclose(resumed.transform(X), full.transform(X), rtol=1e-4, atol=1e-4)

@@ -140,3 +140,12 @@ def test_neighbor_distances_match_the_knn_search():
     X = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
     idx, sq = compute_knn(X, 5, method="exact")
     assert np.allclose(neighbor_distances(X, idx, chunk_rows=64), np.sqrt(sq), atol=1e-4)
+
+
+def test_fuzzy_edges_drop_memberships_that_underflow():
+    # duplicates put ρ at 0 and σ at its floor: the other neighbours' memberships underflow
+    X = np.repeat(np.random.default_rng(0).normal(size=(30, 4)), 5, axis=0).astype(np.float32)
+    idx, sq = compute_knn(X, 15, method="exact")
+    heads, tails, w = fuzzy_union_edges(idx, np.sqrt(sq))
+    assert np.all(w > 0) and np.all(np.isfinite(w)) and w.dtype == np.float32
+    assert len(heads) == len(tails) == len(w) and np.all(heads != tails)

@@ -39,7 +39,7 @@ def test_edge_pairs_visit_every_edge_once():
     heads = np.array([0, 1, 1, 2, 3])
     tails = np.array([1, 0, 2, 1, 0])
     src = EdgePairSource(heads, tails, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
-    assert len(src) == 3
+    assert len(src) == 2  # 2 + 3: a lone last edge joins the batch before
     seen = [(int(h), int(t)) for hb, tb in src.epoch() for h, t in zip(hb, tb)]
     assert sorted(seen) == sorted(zip(heads.tolist(), tails.tolist()))
 
@@ -65,3 +65,10 @@ def test_edge_weights_must_be_positive_and_one_per_edge():
     for bad in (np.array([1.0]), np.array([1.0, 0.0]), np.array([1.0, np.nan])):
         with pytest.raises(ValueError, match="edge weights"):
             EdgePairSource(heads, tails, 2, torch.device("cpu"), torch.Generator(), weights=bad)
+
+
+def test_no_batch_of_a_single_edge():
+    heads, tails = np.arange(9), np.roll(np.arange(9), 1)
+    src = EdgePairSource(heads, tails, 4, torch.device("cpu"), torch.Generator().manual_seed(0))
+    sizes = [len(h) for h, _ in src.epoch()]
+    assert sizes == [4, 5] and len(src) == 2  # 4 + 4 + 1: the lone edge joins the last batch

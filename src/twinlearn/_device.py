@@ -28,6 +28,8 @@ def resolve_device(device: DeviceLike | None) -> torch.device:
         ) from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was asked for but MPS is not available here")
     if resolved.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device={device!r}: only 'cpu', 'cuda' and 'mps' are supported")
     return resolved
@@ -65,7 +67,9 @@ class fork_torch_rng:
     def __enter__(self) -> None:
         self._fork = torch.random.fork_rng(devices=[])
         self._fork.__enter__()
-        torch.manual_seed(self.seed)
+        # only the CPU generator, the one fork_rng(devices=[]) restores: torch.manual_seed would
+        # also (lazily) reseed every CUDA generator, a global change the caller would see
+        torch.default_generator.manual_seed(self.seed)
 
     def __exit__(self, *exc: object) -> None:
         self._fork.__exit__(*exc)

@@ -10,16 +10,67 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from twinlearn.estimators.matryoshka import ReLIC
 
 logger = logging.getLogger("twinlearn")
 
 DATASETS = ("stl10", "cifar10", "imagefolder")
 OFFLINE_ONLY = ("tiny_imagenet", "food101", "imagenet1k")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int ``>= minimum`` (argparse names the flag in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(
+    low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type``: a finite float in the interval from ``low`` to ``high``."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
+        above = low < value if low_open else low <= value
+        below = value < high if high_open else value <= high
+        if not (math.isfinite(value) and above and below):
+            raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _device(text: str) -> str:
+    """An argparse ``type``: a device this machine has (checked before any data is read)."""
+    from twinlearn._device import resolve_device
+
+    try:
+        resolve_device(text)
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def build_mrl_parser() -> argparse.ArgumentParser:
@@ -33,34 +84,45 @@ def build_mrl_parser() -> argparse.ArgumentParser:
                    help="CIFAR-10 tarball or folder, STL-10 folder (with stl10_binary/), "
                    "or image folder")
     p.add_argument("--dataset_name", default="stl10", choices=DATASETS + OFFLINE_ONLY)
-    p.add_argument("-m", "--encoder_model_name", default="resnet18",
+    from twinlearn.estimators.matryoshka import RELIC_BACKBONES
+
+    p.add_argument("-m", "--encoder_model_name", default="resnet18", choices=RELIC_BACKBONES,
                    help="resnet18, resnet50 or another twinlearn backbone (small_cnn for CPUs)")
     p.add_argument("-save_model_dir", "--save_model_dir", dest="save_model_dir", default="./models",
                    help="checkpoint folder (created if missing)")
-    p.add_argument("--num_epochs", type=int, default=100)
-    p.add_argument("-b", "--batch_size", type=int, default=256)
-    p.add_argument("-lr", "--learning_rate", type=float, default=3e-4)
-    p.add_argument("-wd", "--weight_decay", type=float, default=1e-5)
+    # every value is checked here, so a bad one stops the run before the data set is read
+    p.add_argument("--num_epochs", type=_int_at_least(1), default=100)
+    p.add_argument("-b", "--batch_size", type=_int_at_least(2), default=256)
+    p.add_argument("-lr", "--learning_rate", type=_float_in(0, low_open=True), default=3e-4)
+    p.add_argument("-wd", "--weight_decay", type=_float_in(0), default=1e-5)
     p.add_argument("--fp16_precision", action="store_true",
                    help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPU")
-    p.add_argument("--proj_out_dim", type=int, default=64)
-    p.add_argument("--proj_hidden_dim", type=int, default=512, help="0: no hidden layer")
-    p.add_argument("--log_every_n_steps", type=int, default=400)
-    p.add_argument("--gamma", type=float, default=0.995)
-    p.add_argument("--alpha", type=float, default=1.0)
-    p.add_argument("--update_gamma_after_step", type=int, default=1)
-    p.add_argument("--update_gamma_every_n_steps", type=int, default=1)
+    p.add_argument("--proj_out_dim", type=_int_at_least(1), default=64)
+    p.add_argument("--proj_hidden_dim", type=_int_at_least(0), default=512, help="0: no hidden layer")
+    p.add_argument("--log_every_n_steps", type=_int_at_least(0), default=400)
+    p.add_argument("--gamma", type=_float_in(0, 1, high_open=True), default=0.995)
+    p.add_argument("--alpha", type=_float_in(0), default=1.0)
+    p.add_argument("--update_gamma_after_step", type=_int_at_least(0), default=1)
+    p.add_argument("--update_gamma_every_n_steps", type=_int_at_least(1), default=1)
     p.add_argument("--ckpt_path", default=None,
                    help="resume from a latest_snapshot.safetensors (weights, optimizer, step, γ)")
     extra = p.add_argument_group("twinlearn options")
-    extra.add_argument("--max_images", type=int, default=None, help="train on a random subset")
-    extra.add_argument("--image_size", type=int, default=None)
-    extra.add_argument("--nesting_dims", type=int, nargs="+", default=None)
+    extra.add_argument("--max_images", type=_int_at_least(2), default=None,
+                       help="train on a random subset")
+    extra.add_argument("--image_size", type=_int_at_least(1), default=None)
+    extra.add_argument("--nesting_dims", type=_int_at_least(1), nargs="+", default=None)
     extra.add_argument("--full_mrl", action="store_true", help="one projector per nest (not MRL-E)")
     extra.add_argument("--channels_last", action="store_true")
-    extra.add_argument("--device", default="auto")
-    extra.add_argument("--seed", type=int, default=42)
+    extra.add_argument("--device", type=_device, default="auto")
+    extra.add_argument("--seed", type=_int_at_least(0), default=42)
     return p
+
+
+def _offline_only_message(name: str) -> str:
+    return (
+        f"--dataset_name {name}: twinlearn never downloads data; extract it as "
+        "<root>/<class>/<image> files and pass --dataset_name imagefolder --dataset_path <root>"
+    )
 
 
 def load_dataset(name: str, path: str | Path) -> np.ndarray:
@@ -69,10 +131,7 @@ def load_dataset(name: str, path: str | Path) -> np.ndarray:
 
     path = Path(path)
     if name in OFFLINE_ONLY:
-        raise SystemExit(
-            f"--dataset_name {name}: twinlearn never downloads data; extract it as "
-            "<root>/<class>/<image> files and pass --dataset_name imagefolder --dataset_path <root>"
-        )
+        raise SystemExit(_offline_only_message(name))
     if name == "cifar10":
         tarball = path if path.is_file() else path / "cifar10-jpg.tar.gz"
         if tarball.is_file():
@@ -96,26 +155,57 @@ def load_dataset(name: str, path: str | Path) -> np.ndarray:
 
 
 def mrl_main(argv: Sequence[str] | None = None) -> int:
-    """``mrl_train`` console script."""
-    args = build_mrl_parser().parse_args(argv)
+    """``mrl_train`` console script.
+
+    Bad flags or values exit with argparse's usage error (status 2) before any data is read;
+    errors found once the data is known (e.g. too few images) print ``mrl_train: error: ...``
+    and return 2.
+    """
+    parser = build_mrl_parser()
+    args = parser.parse_args(argv)
+    if args.dataset_name in OFFLINE_ONLY:
+        parser.error(_offline_only_message(args.dataset_name))
+    if args.ckpt_path is not None and not Path(args.ckpt_path).is_file():
+        parser.error(f"argument --ckpt_path: {args.ckpt_path!r} is not a checkpoint file")
+    model = _make_relic(args, args.batch_size)
+    try:
+        model._check_params()  # what no single flag's type can check (nesting_dims order)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from twinlearn._device import resolve_device
-    from twinlearn.estimators.matryoshka import ReLIC
 
     images = load_dataset(args.dataset_name, args.dataset_path)
     if args.max_images is not None and args.max_images < len(images):
         rng = np.random.default_rng(args.seed)
         keep = np.sort(rng.choice(len(images), args.max_images, replace=False))
         images = images[keep]
+    model.set_params(batch_size=min(args.batch_size, len(images)))
+    logger.info("training ReLIC (%s) on %d %s images, %s, %s", args.encoder_model_name, len(images),
+                args.dataset_name, model.device, model.precision)
+    try:
+        model.fit(images, checkpoint_dir=args.save_model_dir, resume_from=args.ckpt_path,
+                  log_every_n_steps=args.log_every_n_steps)
+    except (TypeError, ValueError) as err:
+        sys.stderr.write(f"mrl_train: error: {err}\n")
+        return 2
+    logger.info("saved %s", Path(args.save_model_dir) / "relic_model.safetensors")
+    return 0
+
+
+def _make_relic(args: argparse.Namespace, batch_size: int) -> ReLIC:
+    """The :class:`~twinlearn.ReLIC` estimator the parsed flags describe."""
+    from twinlearn._device import resolve_device
+    from twinlearn.estimators.matryoshka import ReLIC
+
     device = resolve_device(args.device)
     precision = "fp32"
     if args.fp16_precision:
         precision = "fp16" if device.type == "cuda" else "bf16"
-    model = ReLIC(
+    return ReLIC(
         backbone=args.encoder_model_name,
         cifar_stem=True if args.dataset_name == "cifar10" else None,
         n_epochs=args.num_epochs,
-        batch_size=min(args.batch_size, len(images)),
+        batch_size=batch_size,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
         proj_out_dim=args.proj_out_dim,
@@ -133,16 +223,6 @@ def mrl_main(argv: Sequence[str] | None = None) -> int:
         random_state=args.seed,
         verbose=1,
     )
-    logger.info("training ReLIC (%s) on %d %s images, %s, %s", args.encoder_model_name, len(images),
-                args.dataset_name, device, precision)
-    try:
-        model.fit(images, checkpoint_dir=args.save_model_dir, resume_from=args.ckpt_path,
-                  log_every_n_steps=args.log_every_n_steps)
-    except (TypeError, ValueError) as err:
-        sys.stderr.write(f"mrl_train: error: {err}\n")
-        return 2
-    logger.info("saved %s", Path(args.save_model_dir) / "relic_model.safetensors")
-    return 0
 
 
 if __name__ == "__main__":

@@ -28,9 +28,26 @@ def library_version() -> str:
     return __version__
 
 
+def check_path(path: object, name: str = "path") -> Path:
+    """``path`` as a :class:`~pathlib.Path`; ``TypeError``/``ValueError`` naming ``name`` for
+    what no file system call should see (not a path, empty, a NUL character)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}: {path!r}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a text path, got {text!r}")
+    if not text:
+        raise ValueError(f"{name} is empty; give a file name")
+    if "\0" in text:
+        raise ValueError(f"{name}={text!r} contains a NUL character")
+    return Path(text)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
+    path = check_path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"path={str(path)!r} is a directory; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -58,17 +75,25 @@ def load_tensors(path: str | os.PathLike, kind: str | None = None) -> tuple[dict
     ------
     FileNotFoundError
         The path does not exist.
+    IsADirectoryError
+        The path is a directory.
+    TypeError
+        ``path`` is not a path.
     ValueError
         The file is not a twinlearn safetensors file, is truncated or corrupt, has a newer
         format version, or is not of the expected ``kind``.
     """
-    path = Path(path)
+    path = check_path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a model file")
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             raw_meta = (fh.metadata() or {}).get(_META_KEY)
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+            # copies: safetensors hands out views of a memory map of the file, so a model (or an
+            # optimizer state) holding them would die of SIGBUS once the file is rewritten in place
+            tensors = {name: fh.get_tensor(name).clone() for name in fh.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         raise ValueError(
             f"{path} is not a readable twinlearn model file (safetensors expected; it may be "
@@ -80,6 +105,10 @@ def load_tensors(path: str | os.PathLike, kind: str | None = None) -> tuple[dict
         meta = json.loads(raw_meta)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} has corrupt twinlearn metadata: {err}") from err
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{path} has corrupt twinlearn metadata: a JSON object expected, got {type(meta).__name__}"
+        )
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(

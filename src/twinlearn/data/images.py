@@ -9,12 +9,14 @@ augmentations convert batches to float on the fly.
 from __future__ import annotations
 
 import io as _io
+import numbers
 import os
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from twinlearn.data.datasets import find_shared_data
@@ -31,6 +33,38 @@ def _pil():
     return import_optional("PIL.Image")
 
 
+def _check_float_pixels(values: np.ndarray | torch.Tensor, what: str) -> None:
+    """Float pixels must be finite and in [0, 1]: clipping them silently would turn images in
+    [0, 255] or normalised images into near-constant ones."""
+    lib = torch if isinstance(values, torch.Tensor) else np
+    if not bool(lib.isfinite(values).all()):
+        raise ValueError(f"{what} contains NaN or infinity; pixels must be finite")
+    if values.numel() if isinstance(values, torch.Tensor) else values.size:
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"{what} holds float pixels in [{low:g}, {high:g}]; floats must lie in [0, 1] "
+                "(divide 0-255 values by 255, undo normalisation, or pass uint8)"
+            )
+
+
+def check_image_size(image_size: object, name: str = "image_size") -> tuple[int, int] | None:
+    """``None``, a positive int or a ``(height, width)`` pair of positive ints, as ``(H, W)``."""
+    if image_size is None:
+        return None
+    pair = (image_size, image_size) if isinstance(image_size, numbers.Integral) else image_size
+    if (
+        isinstance(image_size, (str, bytes, bool))
+        or not isinstance(pair, Sequence)
+        or len(pair) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in pair)
+    ):
+        raise ValueError(
+            f"{name} must be None, a positive int or (height, width) of positive ints, got {image_size!r}"
+        )
+    return int(pair[0]), int(pair[1])
+
+
 def _to_hwc_uint8(img: object, index: int) -> np.ndarray:
     """One image (PIL, tensor CHW in [0, 1] or uint8, array HWC) as an ``(H, W, 3)`` uint8 array."""
     if hasattr(img, "convert") and hasattr(img, "size"):  # PIL without importing PIL
@@ -42,14 +76,18 @@ def _to_hwc_uint8(img: object, index: int) -> np.ndarray:
         if t.ndim != 3:
             raise ValueError(f"image {index} is a tensor of shape {tuple(t.shape)}; expected (C, H, W)")
         if t.is_floating_point():
-            t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
+            _check_float_pixels(t, f"image {index}")
+            t = (t * 255).round().to(torch.uint8)
+        elif t.dtype != torch.uint8:
+            raise TypeError(f"image {index} is a {t.dtype} tensor; expected uint8 or float in [0, 1]")
         arr = t.permute(1, 2, 0).numpy()
     elif isinstance(img, np.ndarray):
         arr = img if img.ndim == 3 else img[..., None]
         if arr.dtype != np.uint8:
             if not np.issubdtype(arr.dtype, np.floating):
                 raise TypeError(f"image {index} has dtype {arr.dtype}; expected uint8 or float in [0, 1]")
-            arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+            _check_float_pixels(arr, f"image {index}")
+            arr = (arr * 255).round().astype(np.uint8)
     else:
         raise TypeError(f"image {index} is a {type(img).__name__}; expected a PIL image, tensor or array")
     if arr.shape[-1] == 1:
@@ -70,6 +108,10 @@ def _stack(images: Sequence[np.ndarray], image_size: tuple[int, int] | None) -> 
     size = image_size or images[0].shape[:2]
     out = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)
     for i, arr in enumerate(images):
+        if min(arr.shape[:2]) < 1:
+            raise ValueError(
+                f"image {i} of X is {arr.shape[0]}×{arr.shape[1]} pixels (H×W); at least 1×1 is needed"
+            )
         if arr.shape[:2] != tuple(size):
             if image_size is None:
                 raise ValueError(
@@ -109,11 +151,23 @@ def load_images(
         in [0, 1]; a uint8 tensor ``(N, C, H, W)`` is taken as is.
     image_size : int or (height, width), optional
         Resize every image to this size; needed when the images differ in size.
+
+    Raises
+    ------
+    TypeError
+        For input of no supported kind (sparse matrices and mappings included) or a dtype other
+        than uint8 or float.
+    ValueError
+        For a wrong shape or channel count, no images, images without pixels, and float pixels
+        that are not finite or lie outside [0, 1] (they are never clipped silently).
     """
-    if image_size is not None:
-        image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
+    image_size = check_image_size(image_size)
+    if scipy.sparse.issparse(X):
+        raise TypeError(f"{name} is a sparse matrix; images must be a dense uint8 array (N, H, W, C)")
+    if isinstance(X, Mapping):
+        raise TypeError(
+            f"{name} is a {type(X).__name__}; expected a torch Dataset, folder path or array"
+        )
     if isinstance(X, (str, os.PathLike)):
         root = Path(X)
         if not root.is_dir():
@@ -125,7 +179,11 @@ def load_images(
             with Image.open(p) as img:
                 arrays.append(_to_hwc_uint8(img, i))
         return _stack(arrays, image_size), labels
+    if isinstance(X, torch.Tensor) and X.ndim not in (3, 4):
+        raise ValueError(f"{name} tensor must be (N, C, H, W) or (N, H, W), got shape {tuple(X.shape)}")
     if isinstance(X, torch.Tensor) and X.dtype == torch.uint8 and X.ndim == 4 and X.shape[1] in (1, 3):
+        if X.shape[0] == 0 or min(X.shape[2:]) < 1:
+            raise ValueError(f"{name} holds no images or images without pixels: shape {tuple(X.shape)}")
         images = X.cpu()
         if image_size is not None and tuple(images.shape[2:]) != image_size:
             return _stack([_to_hwc_uint8(img, i) for i, img in enumerate(images)], image_size), None
@@ -136,8 +194,9 @@ def load_images(
         if X.ndim != 4 or X.shape[-1] not in (1, 3):
             raise ValueError(f"{name} array must be (N, H, W, C) with C in (1, 3), got shape {X.shape}")
         if X.dtype != np.uint8:
-            if not np.issubdtype(X.dtype, np.floating) or not np.isfinite(X).all():
-                raise TypeError(f"{name} must be uint8 or finite floats in [0, 1], got {X.dtype}")
+            if not np.issubdtype(X.dtype, np.floating):
+                raise TypeError(f"{name} must be uint8 or floats in [0, 1], got dtype {X.dtype}")
+            _check_float_pixels(X, name)
         return _stack([_to_hwc_uint8(x, i) for i, x in enumerate(X)], image_size), None
     if hasattr(X, "__getitem__") and hasattr(X, "__len__"):
         arrays, labels = [], []

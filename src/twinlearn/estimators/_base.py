@@ -3,9 +3,11 @@ the model-file round trip. Method classes only compose the engine's parts."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from twinlearn._device import resolve_device, seed_from
 from twinlearn.data.arrays import ArrayLike, iter_row_chunks, to_tensor, validate_features
 
 TRANSFORM_CHUNK = 8192
+ModuleOrTuple = TypeVar("ModuleOrTuple")
 
 
 def check_int(value: object, name: str, minimum: int = 1) -> int:
@@ -30,11 +33,22 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
 
 
 def check_float(value: object, name: str, positive: bool = True) -> float:
-    """A finite real number (``> 0`` when ``positive``)."""
+    """A finite real number, ``> 0`` when ``positive``, else ``>= 0`` (weight decays, momenta,
+    loss weights: no hyperparameter checked here means anything when negative)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    if not np.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{name} must be a finite {'positive ' if positive else ''}number, got {value}")
+    if not np.isfinite(value) or value < 0 or (positive and value == 0):
+        kind = "positive" if positive else "non-negative"
+        raise ValueError(f"{name} must be a finite {kind} number, got {value}")
+    return float(value)
+
+
+def finite_or_none(value: object, name: str) -> float | None:
+    """A finite number (any sign) or None, e.g. a value read from a model file."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number or null, got {value!r}")
     return float(value)
 
 
@@ -127,15 +141,86 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         tensors, meta = io.load_tensors(path, kind="model")
         if meta.get("class") != type(self).__name__:
             raise ValueError(f"{path} holds a {meta.get('class')} model, not a {type(self).__name__}")
+        for key in ("params", "fitted"):
+            if not isinstance(meta.get(key), dict):
+                raise ValueError(f"{path} has an incomplete twinlearn config: no {key!r} object")
         return tensors, meta
+
+    @contextlib.contextmanager
+    def _restoring_from(self, path: str | os.PathLike) -> Iterator[None]:
+        """Wrap a ``load``: a config or tensor that does not fit (a missing key, a value of the
+        wrong type or shape) becomes a ``ValueError`` naming the file, and the estimator keeps
+        its parameters, so a failed load never leaves it half replaced."""
+        params = self.get_params(deep=False)
+        try:
+            yield
+        # RuntimeError/OverflowError: torch refusing the sizes of a crafted config
+        except (KeyError, TypeError, IndexError, ValueError, RuntimeError, OverflowError) as err:
+            self.set_params(**params)
+            if isinstance(err, ValueError) and str(path) in str(err):
+                raise
+            raise ValueError(
+                f"{path} has an invalid twinlearn config or tensors ({type(err).__name__}: {err})"
+            ) from err
+
+    def _take_file_params(self, stored: dict[str, Any], path: str | os.PathLike) -> None:
+        """``set_params`` with the file's hyperparameters (not ``device``: a file saved on a GPU
+        loads on a CPU), then check them as ``fit`` would: the file is not trusted."""
+        mine = self.get_params(deep=False)
+        self.set_params(**{k: v for k, v in stored.items() if k in mine and k != "device"})
+        self._check_params()
+
+
+def check_tensor(
+    tensors: dict[str, torch.Tensor], key: str, shape: tuple[int | None, ...], path: object
+) -> torch.Tensor:
+    """``tensors[key]``, a floating tensor of ``shape`` (``None`` = any size), or a ``ValueError``
+    naming the file."""
+    value = tensors.get(key)
+    if value is None:
+        raise ValueError(f"{path} has no {key!r} tensor")
+    if (not value.is_floating_point() or value.ndim != len(shape)
+            or any(want is not None and got != want for got, want in zip(value.shape, shape))):
+        raise ValueError(
+            f"the {key!r} tensor in {path} is {value.dtype} of shape {tuple(value.shape)}; "
+            f"the config describes float of shape {tuple('any' if w is None else w for w in shape)}"
+        )
+    return value
+
+
+def build_on_meta(build: Callable[[], ModuleOrTuple]) -> ModuleOrTuple:
+    """Run ``build`` on PyTorch's meta device: the modules get shapes but no memory, and
+    :func:`load_state_strict` then puts the file's tensors in. A crafted config (a width of
+    10¹²) can therefore not make ``load`` allocate more than the file itself holds."""
+    with torch.device("meta"):
+        return build()
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], path: object) -> None:
-    """Load a state dict, turning any mismatch into a clear ``ValueError``."""
+    """Load a state dict into ``module`` (built by :func:`build_on_meta` or not): every
+    parameter and buffer must be in ``state`` with its shape, or a ``ValueError`` naming the
+    file is raised. Each tensor takes the dtype the module gives it, whatever the file stored
+    (as copying into existing tensors would)."""
+    dtypes = {name: t.dtype for name, t in module.state_dict().items()}
+    state = {name: t.to(dtypes[name]) if name in dtypes else t for name, t in state.items()}
     try:
-        module.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         raise ValueError(f"the tensors in {path} do not match the model they describe: {err}") from err
+    empty = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if empty:
+        raise ValueError(f"{path} does not hold {empty}")
+
+
+def keep_prefix(Z: ArrayLike, n_components: int | None) -> ArrayLike:
+    """The first ``n_components`` columns of an embedding (all of them for ``None``): a nested
+    (Matryoshka) model's smaller embedding."""
+    if n_components is None:
+        return Z
+    check_int(n_components, "n_components")
+    if n_components > Z.shape[-1]:
+        raise ValueError(f"n_components={n_components} exceeds the model's {Z.shape[-1]} dims")
+    return Z[..., :n_components]
 
 
 def output_like(Z: torch.Tensor, X: object) -> ArrayLike:

@@ -37,6 +37,7 @@ import numbers
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,16 +57,21 @@ from twinlearn.data.arrays import (
 from twinlearn.encoders.table import EmbeddingTable, IndexRows, pca_init
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
+    build_on_meta,
     check_choice,
     check_float,
     check_int,
+    check_tensor,
+    finite_or_none,
     json_safe_params,
+    keep_prefix,
     load_state_strict,
     output_like,
 )
 from twinlearn.io import save_tensors, split_prefix
 from twinlearn.kernels import CauchyKernel, CosineKernel
-from twinlearn.losses import LOSS_MODES, ContrastiveLoss
+from twinlearn.encoders.matryoshka import check_nesting_dims
+from twinlearn.losses import LOSS_MODES, ContrastiveLoss, MatryoshkaLoss
 from twinlearn.losses.fused_table import FusedTableObjective, fused_supported
 from twinlearn.losses.spectrum import Spectrum, check_spectrum_args, resolve_spectrum
 from twinlearn.neighbors import (
@@ -180,6 +186,9 @@ class ContrastiveEmbedding:
         Sum or mean of the per-anchor losses of a batch.
     clip_grad : float or None, default=4.0
         Clip gradient values to ±clip_grad.
+    nesting_dims : list of int, optional
+        Matryoshka: the loss is summed over these prefixes of the embedding
+        (:class:`~twinlearn.losses.MatryoshkaLoss`), so each prefix is an embedding of its own.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
     device : str or torch.device, default="cpu"
     random_state : int, numpy Generator or None
@@ -225,6 +234,7 @@ class ContrastiveEmbedding:
         early_exaggeration: bool = True,
         loss_aggregation: str = "sum",
         clip_grad: float | None = 4.0,
+        nesting_dims: Sequence[int] | None = None,
         precision: str = "fp32",
         device: str | torch.device = "cpu",
         random_state: int | np.random.Generator | None = None,
@@ -253,6 +263,7 @@ class ContrastiveEmbedding:
         self.early_exaggeration = early_exaggeration
         self.loss_aggregation = loss_aggregation
         self.clip_grad = clip_grad
+        self.nesting_dims = nesting_dims
         self.precision = precision
         self.device = device
         self.random_state = random_state
@@ -284,11 +295,14 @@ class ContrastiveEmbedding:
             check_float(getattr(self, name), name, positive=False)
         check_choice(self._anneal(), "anneal_lr", ANNEAL_LR)
         check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
-        check_float(self.temperature, "temperature")
+        if check_float(self.temperature, "temperature") < 0.02 and self.metric == "cosine":
+            raise ValueError(f"temperature must be >= 0.02 with metric='cosine', got {self.temperature}")
         check_float(self.eps, "eps")
         check_float(self.Z, "Z")
         check_spectrum_args(mode, s=self.s, Z_bar=self.Z_bar, neg_spec=self.neg_spec, ince_spec=self.ince_spec)
         check_choice(self.loss_aggregation, "loss_aggregation", AGGREGATIONS)
+        if self.nesting_dims is not None:
+            check_nesting_dims(self.nesting_dims, max(list(self.nesting_dims) or [1]))
         if self.clip_grad is not None:
             check_float(self.clip_grad, "clip_grad")
         check_choice(self.precision, "precision", PRECISIONS)
@@ -324,7 +338,8 @@ class ContrastiveEmbedding:
 
     def _optimizer(self, objective: nn.Module) -> torch.optim.Optimizer:
         groups = [{"params": [p for p in objective.encoder.parameters() if p.requires_grad]}]
-        log_z = getattr(objective.loss, "log_Z", None)
+        loss = getattr(objective.loss, "base_loss", objective.loss)  # through a MatryoshkaLoss
+        log_z = getattr(loss, "log_Z", None)
         if log_z is not None:
             groups.append({"params": [log_z], "lr": _LOG_Z_LR})
         if self.optimizer == "sgd":
@@ -333,7 +348,15 @@ class ContrastiveEmbedding:
         return torch.optim.Adam(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
 
     # --- training ----------------------------------------------------------------------------
-    def fit(self, loader: Iterable, n: int | None = None, store: FeatureStore | None = None) -> "ContrastiveEmbedding":
+    def fit(
+        self,
+        loader: Iterable,
+        n: int | None = None,
+        store: FeatureStore | None = None,
+        *,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume_from: str | os.PathLike | None = None,
+    ) -> "ContrastiveEmbedding":
         """Train on the positive pairs of ``loader``.
 
         Parameters
@@ -347,12 +370,19 @@ class ContrastiveEmbedding:
             number of batches here.)
         store : FeatureStore, optional
             Input rows looked up by index batches (parametric CNE).
+        checkpoint_dir : path, optional
+            ``latest_snapshot.safetensors`` is written there (atomically) after every epoch.
+        resume_from : path, optional
+            A checkpoint of the same model and pairs: weights, optimizer, random generator,
+            step and loss history are restored and training continues from its epoch.
 
         Returns
         -------
         self
         """
         self._check_params()
+        if resume_from is not None and not Path(resume_from).is_file():
+            raise ValueError(f"resume_from={str(resume_from)!r} is not a checkpoint file")
         mode = _mode(self.loss_mode)
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
@@ -362,11 +392,13 @@ class ContrastiveEmbedding:
         spectrum = self._resolve_spectrum(mode, n, store, source)
         self.model.to(device)
         loss = self._build_loss(mode, spectrum, source.generator)
-        fused = isinstance(self.model, EmbeddingTable) and store is None and fused_supported(loss, device)
+        fused = (isinstance(self.model, EmbeddingTable) and store is None and self.nesting_dims is None
+                 and fused_supported(loss, device))
         if fused:
             objective: nn.Module = FusedTableObjective(self.model, loss, n_threads=torch.get_num_threads())
         else:
-            objective = PairObjective(self.model, loss, store)
+            pair_loss = loss if self.nesting_dims is None else MatryoshkaLoss(loss, self.nesting_dims)
+            objective = PairObjective(self.model, pair_loss, store)
         objective.to(device)
         callbacks = list(self.callbacks)
         if spectrum.s is not None:
@@ -376,8 +408,12 @@ class ContrastiveEmbedding:
         trainer = Trainer(
             objective, source, self._optimizer(objective), self._schedule(len(source)), self.n_epochs,
             precision=self.precision, clip_grad_value=self.clip_grad, callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir, checkpoint_meta={"class": type(self).__name__},
             verbose=self.verbose,
         )
+        if resume_from is not None:
+            trainer.load_checkpoint(resume_from)
+            logger.info("resumed from %s at epoch %d", resume_from, trainer.epoch)
         # the fused kernel threads itself; torch's own threads only hand off the tiny table
         # ops (n × 2), which cost more than they save (6 ms vs 0.1 ms per op on 2 cores)
         with torch_threads(1) if fused else contextlib.nullcontext():
@@ -538,6 +574,10 @@ class CNE(TwinlearnEstimator):
         and an epoch is ~3× shorter (MNIST: 0.968 vs 0.962 10-NN accuracy for NEG, see
         benchmarks/RESULTS.md). ``"binary"``: every edge once per epoch, as the original
         ``contrastive-ne``. A sparse ``knn_graph`` is always used as given (binary pattern).
+    nesting_dims : list of int, optional
+        Matryoshka: the loss is summed over these prefixes of the embedding, e.g.
+        ``CNE(parametric=True, n_components=16, nesting_dims=[2, 4, 8, 16])``; then
+        ``transform(X, n_components=2)`` is a 2-D embedding of its own.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Autocast for the parametric network (``"bf16"`` is ~2× faster on AVX-512-BF16 CPUs).
     transform_epochs : int, default=50
@@ -567,6 +607,8 @@ class CNE(TwinlearnEstimator):
     timings_ : dict
         Seconds spent on the kNN graph (``"knn"``), the initialisation (``"init"``) and the
         training epochs (``"optimisation"``).
+    n_epochs_trained_ : int
+        Epochs trained, those of a resumed run included.
     n_features_in_ : int
 
     Examples
@@ -604,6 +646,7 @@ class CNE(TwinlearnEstimator):
         loss_aggregation: str = "sum",
         knn_method: str = "auto",
         edge_weights: str = "fuzzy",
+        nesting_dims: list[int] | None = None,
         precision: str = "fp32",
         transform_epochs: int = 50,
         save_freq: int = 0,
@@ -639,6 +682,7 @@ class CNE(TwinlearnEstimator):
         self.loss_aggregation = loss_aggregation
         self.knn_method = knn_method
         self.edge_weights = edge_weights
+        self.nesting_dims = nesting_dims
         self.precision = precision
         self.transform_epochs = transform_epochs
         self.save_freq = save_freq
@@ -675,7 +719,8 @@ class CNE(TwinlearnEstimator):
             temperature=self.temperature, eps=self.eps, s=self.s, Z_bar=self.Z_bar,
             neg_spec=self.neg_spec, ince_spec=self.ince_spec,
             early_exaggeration=self.early_exaggeration, loss_aggregation=self.loss_aggregation,
-            clip_grad=self.clip_grad, precision=self.precision, device=self.device,
+            clip_grad=self.clip_grad, nesting_dims=self.nesting_dims, precision=self.precision,
+            device=self.device,
             verbose=self.verbose,
         )
         params.update(overrides)
@@ -689,8 +734,12 @@ class CNE(TwinlearnEstimator):
         check_int(self.batch_size, "batch_size", minimum=2)
         check_choice(self.knn_method, "knn_method", KNN_METHODS)
         check_choice(self.edge_weights, "edge_weights", EDGE_WEIGHTS)
+        if self.nesting_dims is not None:
+            check_nesting_dims(self.nesting_dims, self._dim())
         check_int(self.transform_epochs, "transform_epochs")
         check_int(self.save_freq, "save_freq", minimum=0)
+        if self.optimizer is not None:  # checked here: a falsy value would pick the default
+            check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         self._seed_ = self._seed()
         self._engine(nn.Identity())._check_params()
 
@@ -736,6 +785,8 @@ class CNE(TwinlearnEstimator):
         knn_graph: object = None,
         graph: object = None,
         callbacks: Sequence[Any] = (),
+        output_folder: str | os.PathLike | None = None,
+        resume: bool = False,
     ) -> "CNE":
         """Learn the embedding of ``X``.
 
@@ -752,19 +803,29 @@ class CNE(TwinlearnEstimator):
         graph : same as ``knn_graph`` (the original's name)
         callbacks : sequence of callables
             Extra ``callback(trainer, epoch, mean_loss)`` run after every epoch.
+        output_folder : path, optional
+            Where checkpoints go (as TLDR): ``latest_snapshot.safetensors`` after every epoch,
+            written atomically, and ``final_model.safetensors`` at the end.
+        resume : bool
+            Continue from ``output_folder/latest_snapshot.safetensors`` if it exists (embedding
+            or network, optimizer, random generator and step restored): with the same data and
+            parameters the result equals an uninterrupted run. ``embedding_snapshots_`` then
+            hold only the epochs trained in this call.
 
         Returns
         -------
         self
         """
         self._check_params()
+        if resume and output_folder is None:
+            raise ValueError("resume=True needs output_folder, where the snapshots are")
         if knn_graph is not None and graph is not None:
             raise ValueError("give knn_graph or graph (its alias), not both")
         graph = knn_graph if knn_graph is not None else graph
         X = self._validate_fit_data(X, min_samples=2)
         n = X.shape[0]
         if graph is None:
-            check_n_neighbors(self._k(), n, "n_neighbors")
+            check_n_neighbors(self._k(), n, "k" if self.k is not None else "n_neighbors")
         init = self._check_init(init, n)
         device = resolve_device(self.device)
         seed = self._seed_
@@ -789,7 +850,11 @@ class CNE(TwinlearnEstimator):
             snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X, device), self.save_freq)
             extra.insert(0, snapshots)
         timings["init"] = time.perf_counter() - clock
-        engine = self._engine(model, callbacks=extra, random_state=seed).fit(pairs, n=n, store=store)
+        latest = Path(output_folder) / "latest_snapshot.safetensors" if output_folder else None
+        engine = self._engine(model, callbacks=extra, random_state=seed).fit(
+            pairs, n=n, store=store, checkpoint_dir=output_folder,
+            resume_from=latest if resume and latest.exists() else None,
+        )
         timings["optimisation"] = sum(engine.trainer_.epoch_seconds)
 
         self.model_ = model.eval()
@@ -805,8 +870,11 @@ class CNE(TwinlearnEstimator):
         self.training_data_ = None if self.parametric else X
         self.n_samples_fit_ = n
         self.timings_ = timings
+        self.n_epochs_trained_ = engine.trainer_.epoch
         logger.info("CNE fit: kNN graph %.1f s, initialisation %.1f s, %d epochs %.1f s",
                     timings["knn"], timings["init"], self.n_epochs, timings["optimisation"])
+        if output_folder is not None:
+            self.save(Path(output_folder) / "final_model.safetensors")
         return self
 
     def _embed_training(self, model: nn.Module, X: ArrayLike, device: torch.device) -> np.ndarray:
@@ -820,7 +888,7 @@ class CNE(TwinlearnEstimator):
         return output_like(torch.from_numpy(self.embedding_.copy()), X)
 
     # --- transform ---------------------------------------------------------------------------
-    def transform(self, X: ArrayLike | int | Sequence[int]) -> ArrayLike:
+    def transform(self, X: ArrayLike | int | Sequence[int], n_components: int | None = None) -> ArrayLike:
         """Embed ``X``.
 
         Parameters
@@ -831,6 +899,8 @@ class CNE(TwinlearnEstimator):
             (non-parametric): each point starts at the mean of its ``n_neighbors`` nearest
             training points' embeddings, then ``transform_epochs`` of the same loss attract it to
             them while it is repelled from random training points.
+        n_components : int, optional
+            Keep only the first ``n_components`` dimensions (a nested model's smaller embedding).
 
         Returns
         -------
@@ -840,13 +910,15 @@ class CNE(TwinlearnEstimator):
         if _is_index_selection(X):
             idx = validate_sample_indices(np.asarray(X.cpu() if isinstance(X, torch.Tensor) else X),
                                           self.embedding_.shape[0])
-            rows = self.embedding_[idx]
+            rows = keep_prefix(self.embedding_[idx], n_components)
             return rows[0] if np.ndim(X) == 0 else rows
         X = self._validate_transform_data(X)
         device = resolve_device(self.device)
         if self.parametric:
-            return output_like(self._encode(self.model_, X, device), X)
-        return output_like(torch.from_numpy(self._place(X, device)), X)
+            Z = self._encode(self.model_, X, device)
+        else:
+            Z = torch.from_numpy(self._place(X, device))
+        return output_like(keep_prefix(Z, n_components), X)
 
     def _place(self, X_new: ArrayLike, device: torch.device) -> np.ndarray:
         if self.training_data_ is None:
@@ -927,31 +999,45 @@ class CNE(TwinlearnEstimator):
             ``n_components``) must match this estimator's.
         """
         tensors, meta = self._read_model_file(path)
-        stored = meta["params"]
-        if init:
-            self.set_params(**{k: v for k, v in stored.items() if k in self.get_params() and k != "device"})
-        else:
-            arch = {"parametric": (stored.get("parametric"), self.parametric),
-                    "n_components": (stored.get("embd_dim") or stored.get("n_components"), self._dim())}
-            mismatch = {k: v for k, v in arch.items() if v[0] != v[1]}
-            if mismatch:
-                raise ValueError(f"{path} was saved with {mismatch} (file, this estimator); use "
-                                 "load(path, init=True) to take the file's parameters")
-        fitted = meta["fitted"]
-        device = resolve_device(self.device)
-        self.embedding_ = tensors["embedding"].numpy().copy()
-        self.n_features_in_ = int(fitted["n_features_in_"])
-        if self.parametric:
-            model: nn.Module = fc_network(self.n_features_in_, self.embedding_.shape[1])
-            load_state_strict(model, split_prefix(tensors, "model"), path)
-        else:
-            model = EmbeddingTable(self.embedding_)
-        self.model_ = model.to(device).eval()
-        self.training_data_ = tensors["data"].numpy() if fitted["has_data"] else None
-        self.n_samples_fit_ = int(fitted["n_samples_fit_"])
-        self.log_Z_ = fitted["log_Z_"]
-        self.spectrum_ = Spectrum(*fitted["spectrum_"])
-        self.loss_history_ = list(fitted["loss_history_"])
+        with self._restoring_from(path):
+            stored = meta["params"]
+            if init:
+                self._take_file_params(stored, path)
+            else:
+                stored_dim = stored.get("embd_dim") or stored.get("n_components")
+                arch = {"parametric": (stored.get("parametric"), self.parametric),
+                        "n_components": (stored_dim, self._dim())}
+                mismatch = {k: v for k, v in arch.items() if v[0] != v[1]}
+                if mismatch:
+                    raise ValueError(f"{path} was saved with {mismatch} (file, this estimator); use "
+                                     "load(path, init=True) to take the file's parameters")
+                self._check_params()
+            fitted = meta["fitted"]
+            n_features = check_int(fitted["n_features_in_"], "n_features_in_")
+            n_samples = check_int(fitted["n_samples_fit_"], "n_samples_fit_", minimum=2)
+            dim = self._dim()
+            embedding = check_tensor(tensors, "embedding", (n_samples, dim), path).float().numpy().copy()
+            has_data = check_choice(fitted["has_data"], "has_data", (True, False))
+            data = (check_tensor(tensors, "data", (n_samples, n_features), path).float().numpy()
+                    if has_data else None)
+            if self.parametric:
+                model: nn.Module = build_on_meta(lambda: fc_network(n_features, dim))
+                load_state_strict(model, split_prefix(tensors, "model"), path)
+            else:
+                model = EmbeddingTable(embedding)
+            log_Z = finite_or_none(fitted["log_Z_"], "log_Z_")
+            s_value, spec, early_spec = fitted["spectrum_"]
+            spectrum = Spectrum(finite_or_none(s_value, "spectrum_"), check_float(spec, "spectrum_"),
+                                check_float(early_spec, "spectrum_"))
+            loss_history = [finite_or_none(v, "loss_history_") for v in fitted["loss_history_"]]
+        self.embedding_ = embedding
+        self.n_features_in_ = n_features
+        self.model_ = model.to(resolve_device(self.device)).eval()
+        self.training_data_ = data
+        self.n_samples_fit_ = n_samples
+        self.log_Z_ = log_Z
+        self.spectrum_ = spectrum
+        self.loss_history_ = loss_history
         self.embedding_snapshots_ = []
         return self
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import torch.nn as nn
 from sklearn.utils.validation import check_is_fitted
 
 from twinlearn._device import fork_torch_rng, make_generator
-from twinlearn.data.images import load_images
+from twinlearn.data.images import check_image_size, load_images
 from twinlearn.encoders.matryoshka import (
     NestedMLPProjector,
     check_nesting_dims,
@@ -36,6 +37,7 @@ from twinlearn.encoders.matryoshka import (
 from twinlearn.encoders.vision import BACKBONES, _torchvision_resnet, make_backbone
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
+    build_on_meta,
     check_choice,
     check_float,
     check_int,
@@ -175,6 +177,9 @@ class ReLIC(TwinlearnEstimator):
             check_int(self.proj_hidden_dim, "proj_hidden_dim")
         if self.image_size is not None:
             check_int(self.image_size, "image_size")
+        if self.nesting_dims is not None:
+            # types and order now; the largest against the feature size once the backbone exists
+            check_nesting_dims(self.nesting_dims, sys.maxsize)
         for name in ("learning_rate", "max_inverse_temperature"):
             check_float(getattr(self, name), name)
         for name in ("weight_decay", "alpha"):
@@ -182,6 +187,7 @@ class ReLIC(TwinlearnEstimator):
         if not 0.0 <= check_float(self.gamma, "gamma", positive=False) < 1.0:
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         check_choice(self.shared_head, "shared_head", (True, False))
+        check_choice(self.channels_last, "channels_last", (True, False))
         check_choice(self.precision, "precision", PRECISIONS)
         self._device()
         self._seed()
@@ -334,20 +340,24 @@ class ReLIC(TwinlearnEstimator):
     def load(self, path: str | os.PathLike) -> "ReLIC":
         """Load a model written by :meth:`save`, taking its hyperparameters (not the device)."""
         tensors, meta = self._read_model_file(path)
-        mine = self.get_params()
-        self.set_params(**{k: v for k, v in meta["params"].items() if k in mine and k != "device"})
-        fitted = meta["fitted"]
-        height = int(fitted["image_size_"][0])
-        with fork_torch_rng(0):
-            backbone, _ = self._make_backbone(height)
-        load_state_strict(backbone, split_prefix(tensors, "backbone"), path)
+        with self._restoring_from(path):
+            self._take_file_params(meta["params"], path)
+            fitted = meta["fitted"]
+            height, width = check_image_size(fitted["image_size_"], "image_size_")
+            backbone, feature_dim = build_on_meta(lambda: self._make_backbone(height))
+            load_state_strict(backbone, split_prefix(tensors, "backbone"), path)
+            if check_int(fitted["feature_dim_"], "feature_dim_") != feature_dim:
+                raise ValueError(f"{path} says feature_dim_={fitted['feature_dim_']}, but its "
+                                 f"{self.backbone} backbone has {feature_dim} features")
+            nesting_dims = check_nesting_dims(fitted["nesting_dims_"], feature_dim, "nesting_dims_")
+            inverse_temperature = check_float(fitted["inverse_temperature_"], "inverse_temperature_")
         if self.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         self.backbone_ = backbone.to(self._device()).eval()
-        self.feature_dim_ = int(fitted["feature_dim_"])
-        self.nesting_dims_ = [int(m) for m in fitted["nesting_dims_"]]
-        self.image_size_ = (height, int(fitted["image_size_"][1]))
-        self.inverse_temperature_ = float(fitted["inverse_temperature_"])
+        self.feature_dim_ = feature_dim
+        self.nesting_dims_ = nesting_dims
+        self.image_size_ = (height, width)
+        self.inverse_temperature_ = inverse_temperature
         return self
 
     def __sklearn_is_fitted__(self) -> bool:

@@ -22,9 +22,11 @@ from twinlearn.encoders import build_encoder, build_projector, check_projector_s
 from twinlearn.encoders.matryoshka import NestedHeads, check_nesting_dims
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
+    build_on_meta,
     check_choice,
     check_float,
     check_int,
+    keep_prefix,
     load_state_strict,
     output_like,
 )
@@ -360,12 +362,7 @@ class TLDR(TwinlearnEstimator):
         ndarray (for NumPy input) or tensor (for tensor input, on its device)
         """
         X = self._validate_transform_data(X)
-        Z = self._encode(self.encoder_, X, self._device())
-        if n_components is not None:
-            check_int(n_components, "n_components")
-            if n_components > Z.shape[1]:
-                raise ValueError(f"n_components={n_components} exceeds the model's {Z.shape[1]} dims")
-            Z = Z[:, :n_components]
+        Z = keep_prefix(self._encode(self.encoder_, X, self._device()), n_components)
         if l2_norm:
             Z = torch.nn.functional.normalize(Z, dim=1)
         return output_like(Z, X)
@@ -400,28 +397,31 @@ class TLDR(TwinlearnEstimator):
             architecture must match this estimator's parameters.
         """
         tensors, meta = self._read_model_file(path)
-        stored = meta["params"]
-        arch = ("n_components", "encoder", "projector", "norm_layer", "nesting_dims")
-        if init:
-            # the device stays this machine's choice; a file saved on a GPU loads on a CPU
-            self.set_params(**{k: v for k, v in stored.items() if k in self.get_params() and k != "device"})
-        else:
-            mine = {k: list(v) if isinstance(v, tuple) else v for k in arch for v in [getattr(self, k)]}
-            mismatch = {k: (stored.get(k), mine[k]) for k in arch if stored.get(k) != mine[k]}
-            if mismatch:
-                raise ValueError(
-                    f"{path} was saved with a different architecture {mismatch} (file, this "
-                    "estimator); use load(path, init=True) to take the file's parameters"
-                )
-        fitted = meta["fitted"]
-        encoder, projector = self._build_modules(fitted["n_features_in_"], 0)
-
-        load_state_strict(encoder, split_prefix(tensors, "encoder"), path)
-        if fitted["has_projector"]:
-            load_state_strict(projector, split_prefix(tensors, "projector"), path)
+        with self._restoring_from(path):
+            stored = meta["params"]
+            arch = ("n_components", "encoder", "projector", "norm_layer", "nesting_dims")
+            if init:
+                self._take_file_params(stored, path)
+            else:
+                mine = {k: list(v) if isinstance(v, tuple) else v
+                        for k in arch for v in [getattr(self, k)]}
+                mismatch = {k: (stored.get(k), mine[k]) for k in arch if stored.get(k) != mine[k]}
+                if mismatch:
+                    raise ValueError(
+                        f"{path} was saved with a different architecture {mismatch} (file, this "
+                        "estimator); use load(path, init=True) to take the file's parameters"
+                    )
+                self._check_params()
+            fitted = meta["fitted"]
+            n_features = check_int(fitted["n_features_in_"], "n_features_in_")
+            has_projector = check_choice(fitted["has_projector"], "has_projector", (True, False))
+            encoder, projector = build_on_meta(lambda: self._build_modules(n_features, 0))
+            load_state_strict(encoder, split_prefix(tensors, "encoder"), path)
+            if has_projector:
+                load_state_strict(projector, split_prefix(tensors, "projector"), path)
         self.encoder_ = encoder.to(self._device()).eval()
-        self.projector_ = projector.to(self._device()).eval() if fitted["has_projector"] else None
-        self.n_features_in_ = int(fitted["n_features_in_"])
+        self.projector_ = projector.to(self._device()).eval() if has_projector else None
+        self.n_features_in_ = n_features
         return self
 
     def __sklearn_is_fitted__(self) -> bool:

@@ -33,13 +33,15 @@ import torch.nn as nn
 from sklearn.utils.validation import check_is_fitted
 
 from twinlearn._device import fork_torch_rng, make_generator
-from twinlearn.data.images import load_images
+from twinlearn.data.images import check_image_size, load_images
 from twinlearn.encoders.vision import BACKBONES, HEADS, ImageEmbedder, infer_feature_dim, make_backbone, make_head
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
+    build_on_meta,
     check_choice,
     check_float,
     check_int,
+    finite_or_none,
     load_state_strict,
 )
 from twinlearn.io import split_prefix
@@ -249,6 +251,8 @@ class TSimCNE(TwinlearnEstimator):
         check_int(self.out_dim, "out_dim")
         check_int(self.pretrain_out_dim, "pretrain_out_dim")
         check_int(self.devices, "devices")
+        check_choice(self.channels_last, "channels_last", (True, False))
+        check_image_size(self.image_size)
         if self.model is not None and not isinstance(self.model, nn.Module):
             raise TypeError(f"model must be an nn.Module with .backbone and .head, got {type(self.model).__name__}")
         if self.model is not None and not (hasattr(self.model, "backbone") and hasattr(self.model, "head")):
@@ -466,21 +470,24 @@ class TSimCNE(TwinlearnEstimator):
         ``TSimCNE(device="cpu").load("tsimcne.safetensors").transform(X)``
         """
         tensors, meta = self._read_model_file(path)
-        params = {k: v for k, v in meta["params"].items() if k in self.get_params() and k != "device"}
-        for key in ("total_epochs", "lr", "warmup", "image_size"):
-            if isinstance(params.get(key), list):
-                params[key] = tuple(params[key])
-        self.set_params(**params)
-        fitted = meta["fitted"]
-        height, width = fitted["image_size_"]
-        network = self._build_network(int(fitted["out_dim"]), (3, height, width), 0)
-        load_state_strict(network, split_prefix(tensors, "model"), path)
+        with self._restoring_from(path):
+            # JSON has no tuples: the sequence parameters come back as lists
+            params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
+            self._take_file_params(params, path)
+            fitted = meta["fitted"]
+            height, width = check_image_size(fitted["image_size_"], "image_size_")
+            out_dim = check_int(fitted["out_dim"], "out_dim")
+            network = build_on_meta(lambda: self._build_network(out_dim, (3, height, width), 0))
+            load_state_strict(network, split_prefix(tensors, "model"), path)
+            stage_epochs = [check_int(e, "stage_epochs_", minimum=0) for e in fitted["stage_epochs_"]]
+            loss_history = [[finite_or_none(v, "loss_history_") for v in stage]
+                            for stage in fitted["loss_history_"]]
         self.model_ = network.to(self._device()).eval()
         if self.channels_last:
             self.model_ = self.model_.to(memory_format=torch.channels_last)
-        self.image_size_ = (int(height), int(width))
-        self.stage_epochs_ = list(fitted["stage_epochs_"])
-        self.loss_history_ = fitted["loss_history_"]
+        self.image_size_ = (height, width)
+        self.stage_epochs_ = stage_epochs
+        self.loss_history_ = loss_history
         return self
 
     def __sklearn_is_fitted__(self) -> bool:

@@ -117,10 +117,12 @@ def fuzzy_union_edges(
     A = scipy.sparse.csr_matrix((memberships.ravel(), (rows, indices.ravel())), shape=(n, n))
     A.data = np.minimum(A.data, 1.0)  # a neighbour listed twice is still one membership
     W = (A + A.T - A.multiply(A.T)).tocoo()
-    keep = (W.row != W.col) & (W.data > 0)
+    weights = W.data.astype(np.float32)
+    # memberships that underflow float32 (far neighbours of a tight point) are no edges
+    keep = (W.row != W.col) & (weights > 0)
     if not keep.any():
         raise ValueError("the kNN graph has no edges between distinct points")
-    return W.row[keep].astype(np.int64), W.col[keep].astype(np.int64), W.data[keep].astype(np.float32)
+    return W.row[keep].astype(np.int64), W.col[keep].astype(np.int64), weights[keep]
 
 
 def neighbor_distances(X, indices: np.ndarray, chunk_rows: int = 1024) -> np.ndarray:

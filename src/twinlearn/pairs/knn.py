@@ -96,10 +96,19 @@ class EdgePairSource:
     def edges_per_epoch(self) -> int:
         if self.keep_prob is None:
             return self.n_edges
-        return max(1, round(float(self.keep_prob.sum())))
+        return min(self.n_edges, max(2, round(float(self.keep_prob.sum()))))
+
+    def _bounds(self) -> list[int]:
+        """Batch boundaries; a last batch of one edge joins the one before (a lone anchor has
+        no other batch point to take negatives from)."""
+        n = self.edges_per_epoch
+        bounds = [*range(0, n, self.batch_size), n]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            del bounds[-2]
+        return bounds
 
     def __len__(self) -> int:
-        return -(-self.edges_per_epoch // self.batch_size)
+        return len(self._bounds()) - 1
 
     def _epoch_edges(self) -> torch.Tensor:
         if self.keep_prob is None:
@@ -113,6 +122,6 @@ class EdgePairSource:
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         edges = self._epoch_edges()
         heads, tails = self.heads[edges], self.tails[edges]
-        for step in range(len(self)):
-            sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            yield heads[sl], tails[sl]
+        bounds = self._bounds()
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            yield heads[start:stop], tails[start:stop]
