@@ -571,7 +571,7 @@ class CNE(TwinlearnEstimator):
         ``"fuzzy"``: UMAP's membership strengths on the union-symmetrised kNN graph
         (:func:`~twinlearn.neighbors.fuzzy_union_edges`); an epoch draws each edge with
         probability ``w / max(w)``, so close neighbours are positives more often than far ones
-        and an epoch is ~3× shorter (MNIST: 0.968 vs 0.962 10-NN accuracy for NEG, see
+        and an epoch is ~3× shorter (MNIST: 0.969 vs 0.962 10-NN accuracy for NEG, see
         benchmarks/RESULTS.md). ``"binary"``: every edge once per epoch, as the original
         ``contrastive-ne``. A sparse ``knn_graph`` is always used as given (binary pattern).
     nesting_dims : list of int, optional
