@@ -149,3 +149,13 @@ def test_fuzzy_edges_drop_memberships_that_underflow():
     heads, tails, w = fuzzy_union_edges(idx, np.sqrt(sq))
     assert np.all(w > 0) and np.all(np.isfinite(w)) and w.dtype == np.float32
     assert len(heads) == len(tails) == len(w) and np.all(heads != tails)
+
+
+def test_graph_helpers_refuse_bad_input():
+    idx = np.array([[1], [0]])
+    with pytest.raises(ValueError, match="same \\(n, k\\) shape"):
+        fuzzy_union_edges(idx, np.ones((2, 2)))
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        fuzzy_union_edges(idx, np.array([[np.nan], [1.0]]))
+    with pytest.raises(ValueError, match="outside"):
+        neighbor_distances(np.zeros((2, 3), np.float32), np.array([[5], [0]]))

@@ -111,6 +111,12 @@ def fuzzy_union_edges(
     ``A`` holds :func:`membership_strengths` of the kNN graph ``indices`` (``distances`` are
     Euclidean, not squared). Returns ``(heads, tails, weights)`` with weights in (0, 1].
     """
+    indices, distances = np.asarray(indices), np.asarray(distances)
+    if indices.ndim != 2 or indices.shape != distances.shape or indices.dtype.kind not in "iu":
+        raise ValueError(f"indices (integers) and distances must have the same (n, k) shape, got "
+                         f"{indices.shape} {indices.dtype} and {distances.shape}")
+    if not np.all(np.isfinite(distances)) or (distances < 0).any():
+        raise ValueError("distances must be finite and non-negative")
     n, k = indices.shape
     memberships = membership_strengths(distances)
     rows = np.repeat(np.arange(n), k)
@@ -134,6 +140,7 @@ def neighbor_distances(X, indices: np.ndarray, chunk_rows: int = 1024) -> np.nda
 
     from twinlearn.data.arrays import to_tensor
 
+    indices = check_knn_indices(indices, X.shape[0])
     cpu = torch.device("cpu")
     n, k = indices.shape
     out = np.empty((n, k), dtype=np.float32)

@@ -82,23 +82,20 @@ class EdgePairSource:
         self.device = device
         self.generator = generator
         self.keep_prob = None
+        self.edges_per_epoch = self.n_edges
         if weights is not None:
             w = torch.as_tensor(weights, dtype=torch.float32, device=device)
             if w.shape != self.heads.shape or not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
                 raise ValueError("edge weights must be positive, finite and one per edge")
             self.keep_prob = w / w.max()
+            self.edges_per_epoch = min(self.n_edges, max(2, round(float(self.keep_prob.sum()))))
+        self._bounds = self._batch_bounds()
 
     @property
     def n_edges(self) -> int:
         return int(self.heads.shape[0])
 
-    @property
-    def edges_per_epoch(self) -> int:
-        if self.keep_prob is None:
-            return self.n_edges
-        return min(self.n_edges, max(2, round(float(self.keep_prob.sum()))))
-
-    def _bounds(self) -> list[int]:
+    def _batch_bounds(self) -> list[int]:
         """Batch boundaries; a last batch of one edge joins the one before (a lone anchor has
         no other batch point to take negatives from)."""
         n = self.edges_per_epoch
@@ -108,7 +105,7 @@ class EdgePairSource:
         return bounds
 
     def __len__(self) -> int:
-        return len(self._bounds()) - 1
+        return len(self._bounds) - 1
 
     def _epoch_edges(self) -> torch.Tensor:
         if self.keep_prob is None:
@@ -122,6 +119,5 @@ class EdgePairSource:
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         edges = self._epoch_edges()
         heads, tails = self.heads[edges], self.tails[edges]
-        bounds = self._bounds()
-        for start, stop in zip(bounds[:-1], bounds[1:]):
+        for start, stop in zip(self._bounds[:-1], self._bounds[1:]):
             yield heads[start:stop], tails[start:stop]
