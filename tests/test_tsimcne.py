@@ -213,3 +213,41 @@ def test_image_inputs_dataset_folder_array(tmp_path):
     est = TSimCNE(backbone="small_cnn", total_epochs=[1, 1, 1], batch_size=3, random_state=0, device="cpu")
     Y, y = est.fit(ds).transform(ds, return_labels=True)
     assert est.image_size_ == (10, 14) and Y.shape == (6, 2) and y.tolist() == labels.tolist()
+
+
+def test_nested_first_stage_keeps_a_matryoshka_network(tmp_path):
+    X = _images(32, 8, 8)
+    nested = dict(pretrain_out_dim=16, nesting_dims=[2, 4, 16], lr=[0.01] * 3)
+    est = _fit([2, 1, 1], X, **nested)
+    P = est.transform(X, pretrained=True)
+    assert P.shape == (32, 16) and est.transform(X).shape == (32, 2)
+    np.testing.assert_array_equal(est.transform(X, pretrained=True, n_components=4), P[:, :4])
+    # the kept network is the one stage 1 ended with: the same backbone as a stage-1-only run
+    stage1 = _fit([2, 0, 0], X, **nested).model_
+    for (name, a), b in zip(est.pretrain_model_.backbone.state_dict().items(), stage1.backbone.state_dict().values()):
+        assert torch.equal(a, b), name
+    # stage 1 sums the loss over three nests, each a positive InfoNCE term
+    plain = _fit([2, 1, 1], X, pretrain_out_dim=16, lr=[0.01] * 3)
+    assert est.loss_history_[0][0] > 2 * plain.loss_history_[0][0]
+    assert not hasattr(plain, "pretrain_model_")
+    with pytest.raises(ValueError, match="pretrained"):
+        plain.transform(X, pretrained=True)
+    with pytest.raises(ValueError, match="exceeds"):
+        est.transform(X, pretrained=True, n_components=17)
+    path = tmp_path / "nested.safetensors"
+    est.save(path)
+    loaded = TSimCNE(device="cpu").load(path)
+    np.testing.assert_array_equal(loaded.transform(X, pretrained=True), P)
+    np.testing.assert_array_equal(loaded.transform(X), est.transform(X))
+
+
+def test_nested_single_stage_and_bad_nesting_dims():
+    X = _images(24, 8, 8)
+    est = _fit([1], X, out_dim=8, nesting_dims=[2, 8])
+    Y = est.transform(X)
+    assert Y.shape == (24, 8)
+    np.testing.assert_array_equal(est.transform(X, n_components=2), Y[:, :2])
+    with pytest.raises(ValueError, match="nesting_dims"):
+        TSimCNE(device="cpu", pretrain_out_dim=16, nesting_dims=[2, 32]).fit(X)
+    with pytest.raises(ValueError, match="nesting_dims"):
+        TSimCNE(device="cpu", total_epochs=[1], out_dim=2, nesting_dims=[2, 4]).fit(X)

@@ -42,11 +42,13 @@ from twinlearn.estimators._base import (
     check_float,
     check_int,
     finite_or_none,
+    keep_prefix,
     load_state_strict,
 )
+from twinlearn.encoders.matryoshka import check_nesting_dims
 from twinlearn.io import split_prefix
 from twinlearn.kernels import make_kernel
-from twinlearn.losses import ContrastiveLoss
+from twinlearn.losses import ContrastiveLoss, MatryoshkaLoss
 from twinlearn.pairs.augment import AugmentPairSource, BatchAugment, PerImageTransform
 from twinlearn.training import PRECISIONS, Trainer, distributed
 from twinlearn.training.objectives import ViewPairObjective
@@ -138,12 +140,22 @@ class TSimCNE(TwinlearnEstimator):
         AVX-512-BF16 machines.
     channels_last : bool
         Channels-last memory layout (faster convolutions on CPU and tensor-core GPUs).
+    nesting_dims : list of int, optional
+        Matryoshka nesting of the high-dimensional stage: stage 1 sums the loss over these
+        prefixes of its output (e.g. ``[8, 16, 32, 64, 128]`` with ``pretrain_out_dim=128``), so
+        every prefix is itself an embedding. With three stages the stage-1 network is kept as
+        ``pretrain_model_`` (``transform(X, pretrained=True, n_components=16)``); with one stage
+        the final output is nested (``out_dim=128, total_epochs=[n], nesting_dims=[2, ..., 128]``
+        then ``transform(X, n_components=2)``).
     verbose : int
 
     Attributes
     ----------
     model_ : ImageEmbedder
         The trained network (``model_.features(x)`` gives backbone features).
+    pretrain_model_ : ImageEmbedder
+        The network at the end of stage 1 (``pretrain_out_dim`` outputs); only with
+        ``nesting_dims`` and three stages.
     image_size_ : (height, width)
     stage_epochs_ : list of int
     loss_history_ : list of list of float
@@ -178,6 +190,7 @@ class TSimCNE(TwinlearnEstimator):
         device: str | torch.device = "auto",
         precision: str = "fp32",
         channels_last: bool = False,
+        nesting_dims: Sequence[int] | None = None,
         verbose: int = 0,
     ) -> None:
         self.model = model
@@ -201,6 +214,7 @@ class TSimCNE(TwinlearnEstimator):
         self.device = device
         self.precision = precision
         self.channels_last = channels_last
+        self.nesting_dims = nesting_dims
         self.verbose = verbose
 
     # --- parameters --------------------------------------------------------------------------
@@ -270,9 +284,15 @@ class TSimCNE(TwinlearnEstimator):
         if self.data_transform is not None and not callable(self.data_transform):
             raise TypeError("data_transform must be a callable (a per-image transform) or None")
         stages = self._stage_epochs()
+        if self.nesting_dims is not None:
+            check_nesting_dims(self.nesting_dims, self._first_dim(stages))
         return stages, self._stage_lrs(len(stages), self.batch_size * self.devices), self._stage_warmups(stages)
 
     # --- parts -------------------------------------------------------------------------------
+    def _first_dim(self, stages: list[int]) -> int:
+        """Output dimension of stage 1: one stage trains directly at ``out_dim``."""
+        return self.out_dim if len(stages) == 1 else self.pretrain_out_dim
+
     def _build_network(self, first_out_dim: int, image_shape: tuple[int, int, int], seed: int) -> ImageEmbedder:
         with fork_torch_rng(seed):
             if self.model is not None:
@@ -328,9 +348,7 @@ class TSimCNE(TwinlearnEstimator):
             raise ValueError(f"X has {images.shape[0]} images; t-SimCNE needs at least 2 per process")
         batch = min(self.batch_size, n_images)
         device, seed = self._resolve_device(), self._seed()
-        # one stage → train directly at out_dim; otherwise stage 1 works at pretrain_out_dim
-        first_dim = self.out_dim if len(stages) == 1 else self.pretrain_out_dim
-        network = self._build_network(first_dim, tuple(images.shape[1:]), seed).to(device)
+        network = self._build_network(self._first_dim(stages), tuple(images.shape[1:]), seed).to(device)
         if self.channels_last:
             network = network.to(memory_format=torch.channels_last)
         augment = (
@@ -343,9 +361,13 @@ class TSimCNE(TwinlearnEstimator):
             rank=distributed.rank(), world_size=distributed.world_size(),
         )
         loss = self._make_loss().to(device)
+        first_loss = loss if self.nesting_dims is None else MatryoshkaLoss(loss, self.nesting_dims)
         history: list[list[float]] = []
+        pretrain_model = None
         for stage, (n_epochs, lr, warm) in enumerate(zip(stages, lrs, warmups)):
             if stage == 1:
+                if self.nesting_dims is not None:
+                    pretrain_model = copy.deepcopy(network).eval()
                 network.replace_last_linear(self.out_dim, LAST_LINEAR_STD, make_generator(seed + 2, device))
                 # frozen = no gradients; batch norm stays in train mode as in the paper, so its
                 # running statistics keep tracking the (fixed) backbone, which is what eval uses
@@ -358,7 +380,7 @@ class TSimCNE(TwinlearnEstimator):
                 continue
             trainable = [p for p in network.parameters() if p.requires_grad]
             optimizer = torch.optim.SGD(trainable, lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-            objective = ViewPairObjective(distributed.wrap_ddp(network), loss)
+            objective = ViewPairObjective(distributed.wrap_ddp(network), first_loss if stage == 0 else loss)
             trainer = Trainer(
                 objective, pairs, optimizer, stage_lr_schedule(n_epochs, warm, len(pairs)), n_epochs,
                 precision=self.precision, clip_grad_value=CLIP_VALUE, verbose=self.verbose,
@@ -368,6 +390,10 @@ class TSimCNE(TwinlearnEstimator):
             history.append(trainer.loss_history)
         network.requires_grad_(True)
         self.model_ = network.eval()
+        if pretrain_model is not None:
+            self.pretrain_model_ = pretrain_model
+        elif hasattr(self, "pretrain_model_"):
+            del self.pretrain_model_
         self.image_size_ = (int(images.shape[2]), int(images.shape[3]))
         self.stage_epochs_ = stages
         self.loss_history_ = history
@@ -381,6 +407,8 @@ class TSimCNE(TwinlearnEstimator):
         data_transform: Callable | None = None,
         return_labels: bool = False,
         return_backbone_feat: bool = False,
+        n_components: int | None = None,
+        pretrained: bool = False,
     ) -> np.ndarray | tuple:
         """Embed images with the trained network (eval mode, batches of 1024).
 
@@ -394,22 +422,36 @@ class TSimCNE(TwinlearnEstimator):
             Also return the labels (``None`` when ``X`` has none).
         return_backbone_feat : bool
             Also return the backbone features ``(N, feature_dim)``.
+        n_components : int, optional
+            Keep the first ``n_components`` output dims (a nested model's smaller embedding).
+        pretrained : bool
+            Use the stage-1 network ``pretrain_model_`` (``pretrain_out_dim`` outputs; kept by
+            a three-stage fit with ``nesting_dims``).
 
         Returns
         -------
-        Y : ndarray (N, out_dim)
+        Y : ndarray (N, out_dim), or (N, n_components)
         labels : ndarray (N,) or None, if ``return_labels``
         features : ndarray (N, feature_dim), if ``return_backbone_feat``
         """
         check_is_fitted(self, "model_")
         if data_transform is not None and not callable(data_transform):
             raise TypeError("data_transform must be a callable or None")
+        check_choice(pretrained, "pretrained", (True, False))
+        if pretrained and not hasattr(self, "pretrain_model_"):
+            raise ValueError(
+                "pretrained=True needs the stage-1 network, which is kept only by a three-stage fit "
+                "with nesting_dims"
+            )
+        model = self.pretrain_model_ if pretrained else self.model_
+        if n_components is not None:
+            keep_prefix(torch.empty(0, model.out_dim), n_components)  # refuse a bad size before any work
         images, labels = load_images(X, self.image_size_)
-        device = next(self.model_.parameters()).device
+        device = next(model.parameters()).device
         test_transform = PerImageTransform(data_transform, self.channels_last) if data_transform else None
         generator = torch.Generator()
         Y, H = [], []
-        self.model_.eval()
+        model.eval()
         for start in range(0, images.shape[0], TRANSFORM_BATCH):
             chunk = images[start : start + TRANSFORM_BATCH]
             if test_transform is not None:
@@ -418,8 +460,8 @@ class TSimCNE(TwinlearnEstimator):
                 x = chunk.to(device).float().div_(255)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-            h = self.model_.features(x)
-            Y.append(self.model_.head(h).float().cpu())
+            h = model.features(x)
+            Y.append(keep_prefix(model.head(h), n_components).float().cpu())
             if return_backbone_feat:
                 H.append(h.float().cpu())
         out: list[Any] = [torch.cat(Y).numpy()]
@@ -461,7 +503,10 @@ class TSimCNE(TwinlearnEstimator):
             "stage_epochs_": self.stage_epochs_,
             "loss_history_": self.loss_history_,
         }
-        self._save(path, {"model": self.model_}, fitted)
+        modules = {"model": self.model_}
+        if hasattr(self, "pretrain_model_"):
+            modules["pretrain_model"] = self.pretrain_model_
+        self._save(path, modules, fitted)
 
     def load(self, path: str | os.PathLike) -> "TSimCNE":
         """Load a model written by :meth:`save`: its hyperparameters and weights replace this
@@ -479,12 +524,23 @@ class TSimCNE(TwinlearnEstimator):
             out_dim = check_int(fitted["out_dim"], "out_dim")
             network = build_on_meta(lambda: self._build_network(out_dim, (3, height, width), 0))
             load_state_strict(network, split_prefix(tensors, "model"), path)
+            pretrain_state = split_prefix(tensors, "pretrain_model")
+            pretrain = None
+            if pretrain_state:
+                pretrain = build_on_meta(lambda: self._build_network(self.pretrain_out_dim, (3, height, width), 0))
+                load_state_strict(pretrain, pretrain_state, path)
             stage_epochs = [check_int(e, "stage_epochs_", minimum=0) for e in fitted["stage_epochs_"]]
             loss_history = [[finite_or_none(v, "loss_history_") for v in stage]
                             for stage in fitted["loss_history_"]]
         self.model_ = network.to(self._device()).eval()
         if self.channels_last:
             self.model_ = self.model_.to(memory_format=torch.channels_last)
+        if pretrain is not None:
+            self.pretrain_model_ = pretrain.to(self._device()).eval()
+            if self.channels_last:
+                self.pretrain_model_ = self.pretrain_model_.to(memory_format=torch.channels_last)
+        elif hasattr(self, "pretrain_model_"):
+            del self.pretrain_model_
         self.image_size_ = (height, width)
         self.stage_epochs_ = stage_epochs
         self.loss_history_ = loss_history
