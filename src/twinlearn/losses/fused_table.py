@@ -52,15 +52,16 @@ def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, gr
 
     ``draws`` are the raw ``randint(2B − 2)`` values of :func:`sample_negatives`, mapped here
     the same way (skip the anchor ``i`` and its positive ``i + B``). Everything is written with
-    ``q`` itself (the Cauchy kernel is bounded by ``1/eps``), and each anchor's loss terms are
-    multiplied before one log: the transcendental calls, not the arithmetic, dominate here.
+    ``D = eps + c·d² = 1/q``, one division per candidate (the divisions' latency, not memory,
+    bounds this loop), and each anchor's loss terms are multiplied before one log.
     """
     B, m = draws.shape
     d = W.shape[1]
     rows = np.empty(m, np.int64)
-    q = np.empty(m, np.float64)
-    coef = np.empty(m, np.float64)
+    D = np.empty(m, np.float64)
+    wgt = np.empty(m, np.float64)
     xi = math.exp(log_xi)
+    inv_xi = 1.0 / xi
     total = 0.0
     dlog_xi = 0.0
     for i in range(start, stop):
@@ -70,7 +71,7 @@ def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, gr
         for k in range(d):
             diff = W[a, k] - W[p, k]
             sq += diff * diff
-        qp = 1.0 / (eps + c * sq)
+        Dp = eps + c * sq
         for j in range(m):
             r = draws[i, j]
             r += r >= i
@@ -81,54 +82,63 @@ def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, gr
             for k in range(d):
                 diff = W[a, k] - W[b, k]
                 sq += diff * diff
-            q[j] = 1.0 / (eps + c * sq)
-        # g_pos = dℓ/dlog q⁺ and coef[j] = dℓ/dlog q⁻_j
+            D[j] = eps + c * sq
+        # w_pos and wgt[j]: ∂ℓ/∂d² of the positive and of each negative, over c
         if mode == 0:
+            # ℓ = log(q⁺ + Σ q⁻)/ρ − log q⁺
+            qp = 1.0 / Dp
             denom = qp
             for j in range(m):
-                denom += q[j]
-            total += math.log(denom) / spec - math.log(qp)
-            g_pos = -1.0 + qp / (denom * spec)
+                wgt[j] = 1.0 / D[j]
+                denom += wgt[j]
+            total += math.log(denom) / spec + math.log(Dp)
+            inv = 1.0 / (denom * spec)
+            w_pos = qp * (1.0 - qp * inv)
             for j in range(m):
-                coef[j] = q[j] / (denom * spec)
+                wgt[j] = -wgt[j] * wgt[j] * inv
         elif mode == 1 or mode == 2:
-            # ℓ = log((q⁺ + ξ)/q⁺) + Σ log((q⁻ + ξ)/ξ): factors ≥ 1, folded before overflow
-            prod = (qp + xi) / qp
-            g_pos = -xi / (qp + xi)
-            dlog_xi -= g_pos
+            # h = q/(q + ξ) = 1/(1 + ξD); ℓ = log(1 + ξD⁺) + Σ log((1 + ξD⁻)/(ξD⁻)): factors ≥ 1,
+            # folded before overflow
+            hp = 1.0 / (1.0 + xi * Dp)
+            prod = 1.0 + xi * Dp
+            w_pos = xi * hp
+            dlog_xi += xi * Dp * hp
             for j in range(m):
-                h = q[j] / (q[j] + xi)
-                coef[j] = h
-                dlog_xi -= h
-                prod /= 1.0 - h
+                one_plus = 1.0 + xi * D[j]
+                r_j = 1.0 / (D[j] * one_plus)  # = q·h
+                wgt[j] = -r_j
+                dlog_xi -= D[j] * r_j
+                prod *= one_plus * one_plus * r_j * inv_xi
                 if prod > 1e200:
                     total += math.log(prod)
                     prod = 1.0
             total += math.log(prod)
         else:
+            qp = 1.0 / Dp
             prod = qp
-            g_pos = -1.0
+            w_pos = qp
             for j in range(m):
-                one_minus = 1.0 - q[j]
+                q = 1.0 / D[j]
+                one_minus = 1.0 - q
                 if one_minus > _UMAP_FLOOR:
                     prod *= one_minus
-                    coef[j] = q[j] / one_minus
+                    wgt[j] = -q * q / one_minus
                 else:
                     prod *= _UMAP_FLOOR
-                    coef[j] = 0.0
+                    wgt[j] = 0.0
                 if prod < 1e-200:
                     total -= math.log(prod)
                     prod = 1.0
             total -= math.log(prod)
-        # dlog q/d(a - b) = -2c·q·(a - b)
-        w = -2.0 * c * qp * g_pos * factor
+        # ∂ℓ/∂a = 2c·w·(a − b) for each candidate b
+        w = 2.0 * c * w_pos * factor
         for k in range(d):
             diff = W[a, k] - W[p, k]
             grad[a, k] += w * diff
             grad[p, k] -= w * diff
         for j in range(m):
             b = rows[j]
-            w = -2.0 * c * q[j] * coef[j] * factor
+            w = 2.0 * c * wgt[j] * factor
             for k in range(d):
                 diff = W[a, k] - W[b, k]
                 grad[a, k] += w * diff
@@ -137,7 +147,7 @@ def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, gr
 
 
 if HAVE_NUMBA:
-    _anchor_range = numba.njit(cache=True, nogil=True)(_anchor_range)
+    _anchor_range = numba.njit(cache=True, nogil=True, error_model="numpy")(_anchor_range)
 
 
 def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad, pool, n_chunks):
@@ -152,10 +162,12 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad,
     B = draws.shape[0]
     if pool is None:
         return _anchor_range(*args, grad, 0, B)
-    buffers = np.zeros((n_chunks,) + grad.shape, dtype=grad.dtype)
+    # the first chunk writes into grad itself
+    buffers = [grad, *np.zeros((n_chunks - 1,) + grad.shape, dtype=grad.dtype)]
     bounds = [(t * B // n_chunks, (t + 1) * B // n_chunks) for t in range(n_chunks)]
     results = list(pool.map(lambda t: _anchor_range(*args, buffers[t], *bounds[t]), range(n_chunks)))
-    grad += buffers.sum(axis=0)
+    for buffer in buffers[1:]:
+        grad += buffer
     return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
