@@ -42,6 +42,7 @@ DEFAULT_PEER_PYTHON = "/work/bench-venv/bin/python"
 METHODS = {
     "tl-infonce": (False, "twinlearn CNE, non-parametric InfoNCE (defaults)"),
     "tl-neg": (False, "twinlearn CNE, non-parametric NEG (defaults)"),
+    "tl-umap": (False, "twinlearn CNE, non-parametric UMAP loss (a = b = 1, defaults)"),
     "tl-infonce-binary": (False, "twinlearn CNE, InfoNCE, binary graph: contrastive-ne's work per epoch"),
     "tl-neg-binary": (False, "twinlearn CNE, NEG, binary graph: contrastive-ne's work per epoch"),
     "tl-param-neg": (False, "twinlearn CNE, parametric NEG (Adam), fit on train, transform test"),

@@ -338,3 +338,32 @@ def test_nested_prefixes_are_embeddings_of_their_own(blobs, parametric):
         model.transform(X[:5], n_components=5)
     with pytest.raises(ValueError, match="nesting_dims"):
         CNE(n_components=2, nesting_dims=[2, 4]).fit(X)
+
+
+class _SquaredDistance(torch.nn.Module):
+    def forward(self, z1, z2):
+        return ((z1 - z2) ** 2).sum()
+
+
+def test_parametric_rows_buffer_gives_the_plain_gradients_and_refuses_misuse():
+    from twinlearn.data.arrays import FeatureStore
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 6, generator=g)
+    net = torch.nn.Linear(6, 2)
+    objective = PairObjective(net, _SquaredDistance(), FeatureStore(X.numpy(), torch.device("cpu")))
+    for seed in (1, 2):  # the second batch reuses the first one's buffer
+        a, b = torch.randint(50, (20,), generator=g), torch.randint(50, (20,), generator=g)
+        net.zero_grad()
+        value = objective((a, b))
+        value.backward()
+        got = net.weight.grad.clone()
+        net.zero_grad()
+        ref = _SquaredDistance()(net(X[a]), net(X[b]))
+        ref.backward()
+        assert float(value) == pytest.approx(float(ref), rel=1e-6)
+        torch.testing.assert_close(got, net.weight.grad)
+    first = objective((a, b))
+    objective((b, a))  # overwrites the rows the first graph saved
+    with pytest.raises(RuntimeError, match="inplace"):
+        first.backward()

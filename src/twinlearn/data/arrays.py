@@ -168,10 +168,15 @@ class FeatureStore:
         """The whole data as one device tensor, or ``None`` when out of core."""
         return self._data
 
-    def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        """Rows ``idx`` as a float32 tensor on the store's device."""
+    def gather(self, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``idx`` as a float32 tensor on the store's device.
+
+        ``out``: a ``(len(idx), n_features)`` tensor to write in-memory rows into. Reusing one
+        matters on a CPU: a fresh 100 MB result costs more in page faults than the copy itself
+        (56 vs 10 ms for 40 000 MNIST rows).
+        """
         if self._data is not None:
-            return self._data.index_select(0, idx)
+            return self._data.index_select(0, idx) if out is None else torch.index_select(self._data, 0, idx, out=out)
         rows = np.take(self._host, idx.cpu().numpy(), axis=0)
         return to_tensor(rows, self.device)
 

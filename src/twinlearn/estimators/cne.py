@@ -134,13 +134,26 @@ class PairObjective(nn.Module):
         self.encoder = model
         self.loss = loss
         self.store = store if store is not None else IndexRows()
+        self._rows: torch.Tensor | None = None
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """The store's rows ``idx``, written into one reused buffer for in-memory data (the
+        trainer runs backward before the next forward, so the rows saved for the gradient are
+        never overwritten while needed; a second forward first raises autograd's in-place
+        error)."""
+        data = self.store.on_device if isinstance(self.store, FeatureStore) else None
+        if data is None:
+            return self.store.gather(idx)
+        if self._rows is None or self._rows.shape[0] < idx.shape[0]:
+            self._rows = data.new_empty((idx.shape[0], data.shape[1]))
+        return self.store.gather(idx, out=self._rows[: idx.shape[0]])
 
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         a, b = batch
         both = torch.cat([a, b])
         if both.ndim == 1 and not both.is_floating_point():
             uniq, inverse = torch.unique(both, return_inverse=True)
-            z = self.encoder(self.store.gather(uniq))[inverse]
+            z = self.encoder(self._gather(uniq))[inverse]
         else:
             z = self.encoder(both)
         return self.loss(z[: a.shape[0]], z[a.shape[0] :])
