@@ -191,3 +191,17 @@ def command_line() -> str:
     """The command that ran this benchmark, to record next to its figures."""
     return " ".join([Path(sys.executable).name, *sys.argv])
 
+
+
+def cifar_subsets(n_train: int, n_test: int, seed: int = 0):
+    """Random CIFAR-10 train and test subsets ``(x_train, y_train, x_test, y_test)`` from the
+    local tarball, the same for every benchmark with the same sizes and seed."""
+    import numpy as np
+
+    from twinlearn.data.images import load_cifar10
+
+    x_train, y_train, x_test, y_test = load_cifar10()
+    rng = np.random.default_rng(seed)
+    tr = rng.choice(len(x_train), n_train, replace=False)
+    te = rng.choice(len(x_test), n_test, replace=False)
+    return x_train[tr], y_train[tr], x_test[te], y_test[te]

@@ -11,10 +11,8 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
+from common import cifar_subsets
 from twinlearn import ReLIC
-from twinlearn.data.images import load_cifar10
 from twinlearn.metrics import accuracy_across_dims, format_dims_table, plot_accuracy_across_dims
 
 
@@ -29,11 +27,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 
-    x_train, y_train, x_test, y_test = load_cifar10()
-    rng = np.random.default_rng(0)
-    tr = rng.choice(len(x_train), args.n_train, replace=False)
-    te = rng.choice(len(x_test), args.n_test, replace=False)
-    x_train, y_train, x_test, y_test = x_train[tr], y_train[tr], x_test[te], y_test[te]
+    x_train, y_train, x_test, y_test = cifar_subsets(args.n_train, args.n_test)
 
     start = time.perf_counter()
     model = ReLIC(backbone=args.backbone, n_epochs=args.epochs, batch_size=args.batch_size,

@@ -14,10 +14,8 @@ import argparse
 import json
 import time
 
-import numpy as np
-
+from common import cifar_subsets
 from twinlearn import TSimCNE
-from twinlearn.data.images import load_cifar10
 from twinlearn.metrics import accuracy_across_dims
 
 DIMS = [2, 8, 32, 128]
@@ -31,11 +29,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--backbone", default="small_cnn")
     args = parser.parse_args()
-    x_train, y_train, x_test, y_test = load_cifar10()
-    rng = np.random.default_rng(0)
-    tr = rng.choice(len(x_train), args.n_train, replace=False)
-    te = rng.choice(len(x_test), args.n_test, replace=False)
-    x_train, y_train, x_test, y_test = x_train[tr], y_train[tr], x_test[te], y_test[te]
+    x_train, y_train, x_test, y_test = cifar_subsets(args.n_train, args.n_test)
     for nested in (True, False):
         start = time.perf_counter()
         model = TSimCNE(backbone=args.backbone, total_epochs=[args.epochs], out_dim=DIMS[-1],
