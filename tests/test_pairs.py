@@ -72,3 +72,12 @@ def test_no_batch_of_a_single_edge():
     src = EdgePairSource(heads, tails, 4, torch.device("cpu"), torch.Generator().manual_seed(0))
     sizes = [len(h) for h, _ in src.epoch()]
     assert sizes == [4, 5] and len(src) == 2  # 4 + 4 + 1: the lone edge joins the last batch
+
+
+def test_edge_order_is_the_generators_permutation():
+    # edges are kept as int32 and permuted with an int32 randperm: the same order as int64
+    heads = np.arange(100)
+    src = EdgePairSource(heads, (heads + 1) % 100, 1000, torch.device("cpu"), torch.Generator().manual_seed(7))
+    ((h, t),) = list(src.epoch())
+    perm = torch.randperm(100, generator=torch.Generator().manual_seed(7)).numpy()
+    assert h.tolist() == heads[perm].tolist() and t.tolist() == ((heads + 1) % 100)[perm].tolist()
