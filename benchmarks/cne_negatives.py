@@ -46,7 +46,7 @@ def main() -> None:
     graph = np.load(cache)
     for params in settings:
         start = time.perf_counter()
-        Y = CNE(random_state=0, **params).fit_transform(X, knn_graph=graph)
+        Y = CNE(**{"random_state": 0, **params}).fit_transform(X, knn_graph=graph)
         seconds = time.perf_counter() - start
         print(json.dumps({
             "params": params, "seconds_graph_given": round(seconds, 1),
