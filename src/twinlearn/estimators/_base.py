@@ -212,15 +212,20 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], path: o
         raise ValueError(f"{path} does not hold {empty}")
 
 
+def check_prefix_size(n_components: int | None, dim: int) -> None:
+    """Refuse a prefix size that is not an int in ``[1, dim]`` (``None``: everything)."""
+    if n_components is None:
+        return
+    check_int(n_components, "n_components")
+    if n_components > dim:
+        raise ValueError(f"n_components={n_components} exceeds the model's {dim} dims")
+
+
 def keep_prefix(Z: ArrayLike, n_components: int | None) -> ArrayLike:
     """The first ``n_components`` columns of an embedding (all of them for ``None``): a nested
     (Matryoshka) model's smaller embedding."""
-    if n_components is None:
-        return Z
-    check_int(n_components, "n_components")
-    if n_components > Z.shape[-1]:
-        raise ValueError(f"n_components={n_components} exceeds the model's {Z.shape[-1]} dims")
-    return Z[..., :n_components]
+    check_prefix_size(n_components, Z.shape[-1])
+    return Z if n_components is None else Z[..., :n_components]
 
 
 def output_like(Z: torch.Tensor, X: object) -> ArrayLike:

@@ -41,6 +41,7 @@ from twinlearn.estimators._base import (
     check_choice,
     check_float,
     check_int,
+    check_prefix_size,
     load_state_strict,
 )
 from twinlearn.io import split_prefix
@@ -310,12 +311,7 @@ class ReLIC(TwinlearnEstimator):
         """
         check_is_fitted(self, "backbone_")
         m = n_components if n_components is not None else self.n_components
-        if m is not None:
-            check_int(m, "n_components")
-            if m > self.feature_dim_:
-                raise ValueError(
-                    f"n_components={m} exceeds the {self.feature_dim_} backbone features"
-                )
+        check_prefix_size(m, self.feature_dim_)
         images, _ = load_images(X, self.image_size_)
         device = next(self.backbone_.parameters()).device
         self.backbone_.eval()

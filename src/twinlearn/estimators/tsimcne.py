@@ -41,6 +41,7 @@ from twinlearn.estimators._base import (
     check_choice,
     check_float,
     check_int,
+    check_prefix_size,
     finite_or_none,
     keep_prefix,
     load_state_strict,
@@ -444,8 +445,7 @@ class TSimCNE(TwinlearnEstimator):
                 "with nesting_dims"
             )
         model = self.pretrain_model_ if pretrained else self.model_
-        if n_components is not None:
-            keep_prefix(torch.empty(0, model.out_dim), n_components)  # refuse a bad size before any work
+        check_prefix_size(n_components, model.out_dim)
         images, labels = load_images(X, self.image_size_)
         device = next(model.parameters()).device
         test_transform = PerImageTransform(data_transform, self.channels_last) if data_transform else None
