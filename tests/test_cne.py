@@ -8,7 +8,7 @@ import torch
 
 from twinlearn import CNE, ContrastiveEmbedding
 from twinlearn.encoders.table import EmbeddingTable
-from twinlearn.estimators.cne import PairObjective
+from twinlearn.training.objectives import PairObjective
 from twinlearn.losses import ContrastiveLoss
 from twinlearn.losses.fused_table import FusedTableObjective
 from twinlearn.metrics import knn_accuracy
@@ -55,9 +55,9 @@ def test_fused_kernel_matches_torch_loss_and_gradients(mode, reduction, torch_th
 def test_fused_and_torch_paths_train_alike(blobs, monkeypatch):
     X, _ = blobs
     fused = CNE(**FAST).fit(X)
-    import twinlearn.estimators.cne as cne_module
+    import twinlearn.losses.fused_table as fused_module
 
-    monkeypatch.setattr(cne_module, "fused_supported", lambda *a: False)
+    monkeypatch.setattr(fused_module, "fused_supported", lambda *a: False)
     plain = CNE(**FAST).fit(X)
     np.testing.assert_allclose(fused.loss_history_, plain.loss_history_, rtol=1e-4)
     # float32 rounding differs (sums in another order), so trajectories drift slightly
@@ -236,9 +236,9 @@ def test_model_saved_without_data_still_selects_rows(blobs, tmp_path):
 
 def test_divergence_raises_clearly(blobs, monkeypatch):
     # the torch path overflows float32 on distances of 1e30 (the fused kernel works in float64)
-    import twinlearn.estimators.cne as cne_module
+    import twinlearn.losses.fused_table as fused_module
 
-    monkeypatch.setattr(cne_module, "fused_supported", lambda *a: False)
+    monkeypatch.setattr(fused_module, "fused_supported", lambda *a: False)
     X, _ = blobs
     init = np.where(np.arange(600).reshape(300, 2) % 3 == 0, 1e30, -1e30)
     with pytest.raises(TrainingDiverged, match="loss became"):
@@ -251,7 +251,7 @@ def test_divergence_raises_clearly(blobs, monkeypatch):
         (dict(loss_mode="bogus"), "loss_mode"),
         (dict(metric="manhattan"), "metric"),
         (dict(loss_mode="umap", metric="cosine"), "euclidean"),
-        (dict(n_neighbors=300), "n_neighbors"),
+        (dict(n_neighbors=0), "n_neighbors"),
         (dict(negative_samples=0), "negative_samples"),
         (dict(s=0.5, neg_spec=1.0, loss_mode="neg"), "at most one"),
         (dict(optimizer="lbfgs"), "optimizer"),

@@ -132,14 +132,16 @@ def test_bad_input_raises_before_work(bad, error, match):
 
 def test_bad_parameters():
     X = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
-    with pytest.raises(ValueError, match="n_neighbors=30 must be smaller"):
-        TLDR(n_neighbors=30, **FAST).fit(X)
+    # defaults work on small data (issue 11): too many neighbours or too large a batch are
+    # clamped to the data, the neighbours with a warning (as umap-learn does)
+    with pytest.warns(UserWarning, match="n_neighbors=30 is not smaller"):
+        clamped = TLDR(n_neighbors=30, **FAST).fit(X)
+    assert clamped.knn_indices_.shape == (30, 29)
     with pytest.raises(ValueError, match="not a valid spec"):
         TLDR(encoder="resnet", **FAST).fit(X)
     with pytest.raises(ValueError, match="knn_approximation"):
         TLDR(knn_approximation="extreme", **FAST).fit(X)
-    with pytest.raises(ValueError, match="batch_size=64 is larger"):
-        TLDR(**FAST).fit(X)
+    assert np.isfinite(TLDR(**FAST).fit(X).transform(X)).all()  # batch_size=64 > 30 samples
     with pytest.raises(ValueError, match="device"):
         TLDR(device="tpu", **FAST).fit(X)
     with pytest.raises(ValueError, match="epochs must be >= 1"):

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from twinlearn import TSimCNE
 from twinlearn.data.images import load_images
-from twinlearn.estimators.tsimcne import stage_lr_schedule
+from twinlearn.training.stages import stage_lr_schedule
 from twinlearn.kernels import CauchyKernel, CosineKernel
 from twinlearn.losses import ContrastiveLoss
 

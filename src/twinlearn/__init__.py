@@ -18,7 +18,7 @@ _LAZY = {
     "TLDR": "twinlearn.estimators.tldr",
     "TSimCNE": "twinlearn.estimators.tsimcne",
     "CNE": "twinlearn.estimators.cne",
-    "ContrastiveEmbedding": "twinlearn.estimators.cne",
+    "ContrastiveEmbedding": "twinlearn.estimators.contrastive",
     "ReLIC": "twinlearn.estimators.matryoshka",
 }
 

@@ -169,7 +169,7 @@ def mrl_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"argument --ckpt_path: {args.ckpt_path!r} is not a checkpoint file")
     model = _make_relic(args, args.batch_size)
     try:
-        model._check_params()  # what no single flag's type can check (nesting_dims order)
+        model._validate_params()  # what no single flag's type can check (nesting_dims order)
     except (TypeError, ValueError) as err:
         parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -8,6 +8,7 @@ from sklearn.manifold import trustworthiness as _sk_trustworthiness
 
 from twinlearn.data.arrays import validate_features
 from twinlearn.neighbors.faiss_index import drop_self
+from twinlearn.neighbors.index import KNNIndex
 
 
 def _as_numpy(X) -> np.ndarray:
@@ -16,12 +17,8 @@ def _as_numpy(X) -> np.ndarray:
 
 
 def _neighbours_of(queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` nearest database rows of each query row (exact, blocked)."""
-    import faiss
-
-    index = faiss.IndexFlatL2(database.shape[1])
-    index.add(np.ascontiguousarray(database, dtype=np.float32))
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1]
+    """Indices of the ``k`` nearest database rows of each query row (exact)."""
+    return KNNIndex("faiss").build(database).query(queries, k)[0]
 
 
 def knn_recall(

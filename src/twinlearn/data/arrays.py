@@ -6,6 +6,7 @@ scikit-learn's ``check_array`` accepts (lists, pandas frames).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 
 import numpy as np
@@ -185,3 +186,15 @@ class FeatureStore:
         source = self._data if self._data is not None else self._host
         for block in iter_row_chunks(source, chunk_rows):
             yield to_tensor(block, self.device)
+
+
+def is_index_selection(X: object) -> bool:
+    """An int, a list of ints or a 1-D integer array/tensor selects training rows (as CNE's
+    original ``transform``); 2-D input is always features."""
+    if isinstance(X, (numbers.Integral, np.integer)) and not isinstance(X, bool):
+        return True
+    if isinstance(X, torch.Tensor):
+        return X.ndim <= 1 and not X.is_floating_point() and X.dtype != torch.bool
+    if isinstance(X, (list, tuple)):
+        return len(X) > 0 and all(isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool) for v in X)
+    return isinstance(X, np.ndarray) and X.ndim <= 1 and X.dtype.kind in "iu"

@@ -12,7 +12,7 @@ import io as _io
 import numbers
 import os
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +274,25 @@ def load_cifar10(
             np.savez(tmp, **arrays)
             os.replace(tmp, cached)
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+
+
+def image_batches(
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    channels_last: bool = False,
+    transform: Callable | None = None,
+) -> Iterator[torch.Tensor]:
+    """Float batches of uint8 ``(N, C, H, W)`` images on ``device``, for inference: scaled to
+    [0, 1], or through a per-image test ``transform`` (uint8 tensor → float tensor)."""
+    from twinlearn.pairs.augment import PerImageTransform
+
+    per_image = PerImageTransform(transform, channels_last) if transform is not None else None
+    generator = torch.Generator()
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start : start + batch_size]
+        if per_image is not None:
+            yield per_image(chunk, generator).to(device)
+            continue
+        x = chunk.to(device).float().div_(255)
+        yield x.contiguous(memory_format=torch.channels_last) if channels_last else x

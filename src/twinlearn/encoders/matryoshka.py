@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from twinlearn.encoders.mlp import mlp
+
 
 def default_nesting_dims(dim: int, smallest: int = 8) -> list[int]:
     """``[8, 16, 32, ..., dim]``: powers of two from ``smallest``, ending with ``dim`` itself
@@ -128,11 +130,7 @@ class NestedMLPProjector(NestedHeads):
         def make_head(in_dim: int) -> nn.Module:
             if hidden_dim is None:
                 return nn.Linear(in_dim, out_dim, bias=bias)
-            return nn.Sequential(
-                nn.Linear(in_dim, hidden_dim, bias=bias),
-                nn.ReLU(inplace=True),
-                nn.Linear(hidden_dim, out_dim, bias=bias),
-            )
+            return mlp([in_dim, hidden_dim, out_dim], bias=bias)
 
         super().__init__(make_head, nesting_dims, shared)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from twinlearn.encoders.mlp import mlp
+
 SPEC_TYPES = ("linear", "flinear", "mlp")
 NORM_LAYERS = ("BN", "LN")
 _SPEC_RE = re.compile(r"^(linear|flinear|mlp)(?:-(\d+)((?:-\d+)*))?$")
@@ -70,14 +72,8 @@ def build_stack(spec: NetSpec, widths: list[int], norm_layer: str) -> nn.Sequent
     ``linear``/``flinear``: Linear (with bias) → Norm for each hidden layer, then Linear (bias).
     ``mlp``: Linear (no bias) → Norm → ReLU for each hidden layer, then Linear (no bias).
     """
-    bias = spec.kind != "mlp"
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 2):
-        layers += [nn.Linear(widths[i], widths[i + 1], bias=bias), _norm(norm_layer, widths[i + 1])]
-        if spec.kind == "mlp":
-            layers.append(nn.ReLU(inplace=True))
-    layers.append(nn.Linear(widths[-2], widths[-1], bias=bias))
-    return nn.Sequential(*layers)
+    return mlp(widths, bias=spec.kind != "mlp", norm=lambda width: _norm(norm_layer, width),
+               activation=spec.kind == "mlp")
 
 
 def build_encoder(spec: str, in_dim: int, out_dim: int, norm_layer: str = "BN") -> nn.Sequential:

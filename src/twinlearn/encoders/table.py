@@ -31,33 +31,33 @@ class EmbeddingTable(nn.Module):
         return self.weight.index_select(0, idx)
 
 
+class FrozenRowsTable(EmbeddingTable):
+    """An embedding table whose first ``n_frozen`` rows never move (their gradient is zeroed):
+    new points optimised against a fixed training embedding.
+
+    Parameters
+    ----------
+    init : array of shape (n_samples, n_components)
+    n_frozen : int
+        Rows ``[0, n_frozen)`` stay as given.
+    """
+
+    def __init__(self, init: np.ndarray | torch.Tensor, n_frozen: int) -> None:
+        super().__init__(init)
+        self.n_frozen = n_frozen
+        mask = torch.ones((self.weight.shape[0], 1), dtype=torch.float32)
+        mask[:n_frozen] = 0.0
+        self.register_buffer("trainable_rows", mask, persistent=False)
+        self.weight.register_hook(lambda grad: grad * self.trainable_rows.to(grad.device))
+
+    def free_rows(self) -> np.ndarray:
+        """The rows past ``n_frozen``, as a float32 array."""
+        return self.weight[self.n_frozen :].detach().cpu().numpy()
+
+
 class IndexRows:
     """Stands in for a :class:`~twinlearn.data.arrays.FeatureStore` when the encoder consumes
     the pair source's indices themselves (an embedding table)."""
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         return idx
-
-
-def pca_init(X: np.ndarray | torch.Tensor, n_components: int, seed: int) -> np.ndarray:
-    """PCA scores scaled so the first component has standard deviation 1 (CNE's default
-    initialisation; later components keep their relative scale)."""
-    from sklearn.decomposition import PCA
-
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
-    k = min(n_components, X.shape[0], X.shape[1])
-    solver = "randomized" if min(X.shape) > 4 * k else "full"
-    # data without variance (all rows equal) is valid: its scores are 0, and sklearn's
-    # explained-variance ratio 0/0 would only warn about an attribute not used here
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scores = PCA(k, svd_solver=solver, random_state=seed % 2**32).fit_transform(
-            np.asarray(X, dtype=np.float32)
-        )
-    std = scores[:, 0].std()
-    scores = scores / (std if std > 0 else 1.0)
-    if k < n_components:
-        # more output dims than the data has: a zero column would get no gradient ever
-        noise = np.random.default_rng(seed).normal(scale=1e-4, size=(X.shape[0], n_components - k))
-        scores = np.hstack([scores, noise])
-    return scores.astype(np.float32)

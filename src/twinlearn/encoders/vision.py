@@ -15,13 +15,21 @@ learning", ICLR 2023 (t-SimCNE).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
+
 import torch
 import torch.nn as nn
 
 from twinlearn._optional import import_optional
+from twinlearn.encoders.inference import run_in_chunks
+from twinlearn.encoders.mlp import mlp
 
 BACKBONES = ("resnet18_simclr", "resnet18", "resnet34", "resnet50", "small_cnn")
 HEADS = ("mlp", "linear")
+#: feature width of each named backbone (small_cnn at its default width 16)
+FEATURE_DIMS = {"resnet18_simclr": 512, "resnet18_cifar": 512, "resnet18": 512, "resnet34": 512,
+                "resnet50": 2048, "small_cnn": 128}
 
 # The CIFAR-stem ResNets of t-SimCNE v0.3 ("resnet18_simclr" is its default); plain "resnet18"
 # is the stock ImageNet model (7×7 stride-2 stem and max-pool), as in the original.
@@ -96,10 +104,8 @@ def make_backbone(name: str) -> tuple[nn.Module, int]:
 def make_head(kind: str, in_dim: int, out_dim: int, hidden_dim: int = 1024) -> nn.Sequential:
     """Projection head: ``"mlp"`` = Linear(in, hidden) → ReLU → Linear(hidden, out) (SimCLR,
     t-SimCNE), ``"linear"`` = Linear(in, out). The last module is always the output Linear."""
-    if kind == "mlp":
-        return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
-    if kind == "linear":
-        return nn.Sequential(nn.Linear(in_dim, out_dim))
+    if kind in HEADS:
+        return mlp([in_dim, hidden_dim, out_dim] if kind == "mlp" else [in_dim, out_dim])
     raise ValueError(f"projection_head={kind!r} is not known; choose one of {HEADS} or pass an nn.Module")
 
 
@@ -144,6 +150,19 @@ class ImageEmbedder(nn.Module):
             raise TypeError("the projection head must be an nn.Sequential ending in an nn.Linear")
         return last
 
+    @torch.no_grad()
+    def embed(self, batches: Iterable[torch.Tensor], n_rows: int, n_components: int | None = None,
+              with_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Outputs (their first ``n_components`` columns), and with ``with_features`` the
+        backbone features, of ``n_rows`` images given in float batches; eval mode."""
+
+        def forward(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            h = self.features(x)
+            y = self.head(h)[:, :n_components]
+            return (y, h) if with_features else (y,)
+
+        return run_in_chunks(forward, batches, n_rows, module=self)
+
     def replace_last_linear(self, out_dim: int, std: float, generator: torch.Generator | None = None) -> None:
         """A fresh output layer ``Linear(in, out_dim)`` with weights drawn from N(0, std²)
         (t-SimCNE stage 2 uses std 1) and PyTorch's default bias init."""
@@ -155,3 +174,25 @@ class ImageEmbedder(nn.Module):
             bound = 1.0 / old.in_features**0.5
             new.bias.uniform_(-bound, bound, generator=generator)
         self.head[-1] = new
+
+
+def image_embedder(
+    model: nn.Module | None,
+    backbone: str | nn.Module,
+    head: str | nn.Module,
+    out_dim: int,
+    image_shape: tuple[int, int, int],
+) -> ImageEmbedder:
+    """t-SimCNE's network: a copy of ``model`` (with ``.backbone`` and ``.head``), or a named or
+    given backbone with a named (``"mlp"``/``"linear"`` to ``out_dim``) or given head. Modules
+    are deep-copied, so the caller's stay untouched; initialise under a forked, seeded RNG."""
+    if model is not None:
+        model = copy.deepcopy(model)
+        return ImageEmbedder(model.backbone, model.head)
+    if isinstance(backbone, nn.Module):
+        backbone = copy.deepcopy(backbone)
+        feature_dim = infer_feature_dim(backbone, image_shape)
+    else:
+        backbone, feature_dim = make_backbone(backbone)
+    head = copy.deepcopy(head) if isinstance(head, nn.Module) else make_head(head, feature_dim, out_dim)
+    return ImageEmbedder(backbone, head)

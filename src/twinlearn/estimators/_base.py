@@ -4,59 +4,35 @@ the model-file round trip. Method classes only compose the engine's parts."""
 from __future__ import annotations
 
 import contextlib
-import numbers
+import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn as nn
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
 from twinlearn import io
+from twinlearn._checks import check_choice, check_int
 from twinlearn._device import resolve_device, seed_from
 from twinlearn.data.arrays import ArrayLike, iter_row_chunks, to_tensor, validate_features
+from twinlearn.encoders.inference import run_in_chunks
+from twinlearn.estimators._params import Constraint, validate_params
+from twinlearn.training.run_folder import data_fingerprint, folder_lock, settings_fingerprint
+from twinlearn.training.trainer import Trainer, TrainingDiverged
+
+logger = logging.getLogger("twinlearn")
 
 TRANSFORM_CHUNK = 8192
+LATEST_SNAPSHOT = "latest_snapshot.safetensors"
+#: training rows whose embedding is checked for NaN / infinity at the end of a fit
+PROBE_ROWS = 64
 ModuleOrTuple = TypeVar("ModuleOrTuple")
-
-
-def check_int(value: object, name: str, minimum: int = 1) -> int:
-    """An int ``>= minimum``; ``TypeError``/``ValueError`` naming the argument otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_float(value: object, name: str, positive: bool = True) -> float:
-    """A finite real number, ``> 0`` when ``positive``, else ``>= 0`` (weight decays, momenta,
-    loss weights: no hyperparameter checked here means anything when negative)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not np.isfinite(value) or value < 0 or (positive and value == 0):
-        kind = "positive" if positive else "non-negative"
-        raise ValueError(f"{name} must be a finite {kind} number, got {value}")
-    return float(value)
-
-
-def finite_or_none(value: object, name: str) -> float | None:
-    """A finite number (any sign) or None, e.g. a value read from a model file."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number or null, got {value!r}")
-    return float(value)
-
-
-def check_choice(value: object, name: str, choices: tuple) -> Any:
-    """``value`` must be one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {choices}")
-    return value
 
 
 def json_safe_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -87,9 +63,25 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         tags.non_deterministic = self.random_state is None
         return tags
 
+    def _store_init_args(self, arguments: dict[str, Any]) -> None:
+        """Keep ``__init__``'s arguments verbatim as attributes (the scikit-learn contract:
+        no work, no validation in ``__init__``); call with ``locals()``."""
+        for name, value in arguments.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
+    #: what each ``__init__`` argument accepts (see :mod:`twinlearn.estimators._params`)
+    _parameter_constraints: dict[str, Constraint] = {}
+    #: the model file ``fit(..., output_folder=)`` writes at the end
+    _final_model_name = "final_model.safetensors"
+
     @property
     def _n_features_out(self) -> int:
         """Output width, for ``get_feature_names_out`` (``tldr0``, ``tldr1``, ...)."""
+        check_is_fitted(self)
+        return self._output_width()
+
+    def _output_width(self) -> int:
         return self.n_components
 
     def _device(self) -> torch.device:
@@ -98,13 +90,99 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _seed(self) -> int:
         return seed_from(self.random_state)
 
+    # --- parameters --------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        """Check every parameter against its declared constraint, then their relations; before
+        any work, with an error naming the parameter."""
+        validate_params(self.get_params(deep=False), self._parameter_constraints, type(self).__name__)
+        self._check_param_relations()
+
+    def _check_param_relations(self) -> None:
+        """Checks that involve several parameters (none by default)."""
+
+    # --- training ----------------------------------------------------------------------------
+    @staticmethod
+    def _check_run_options(output_folder: object, resume: object, snapshot_freq: object = 0) -> None:
+        """``fit``'s checkpoint options, checked before any work."""
+        check_choice(resume, "resume", (True, False))
+        check_int(snapshot_freq or 0, "snapshot_freq", minimum=0)
+        if output_folder is None:
+            if resume:
+                raise ValueError("resume=True needs output_folder, where the snapshots are")
+            return
+        if not isinstance(output_folder, (str, os.PathLike)):
+            raise TypeError(f"output_folder must be a path, got {type(output_folder).__name__}")
+        if Path(output_folder).exists() and not Path(output_folder).is_dir():
+            raise ValueError(f"output_folder={str(output_folder)!r} is a file, not a folder")
+
+    def _run_training(
+        self,
+        trainer: Trainer,
+        X: object,
+        keep: Callable[[Trainer], None],
+        *,
+        output_folder: str | os.PathLike | None = None,
+        resume: bool | str | os.PathLike = False,
+        snapshot_freq: int = 0,
+    ) -> None:
+        """The set-up every estimator's ``fit`` shares: checkpoints of this run (tagged with
+        the fingerprint of ``X`` and of the parameters) in ``output_folder``, a resume from its
+        latest snapshot (or from the checkpoint file ``resume`` names), the training itself
+        under the folder's lock, the loss history, ``keep(trainer)`` to take the fitted state,
+        and the final model file."""
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "n_epochs"}
+        trainer.checkpoint_dir = Path(output_folder) if output_folder is not None else None
+        trainer.snapshot_freq = snapshot_freq or 0
+        trainer.checkpoint_meta = {
+            "class": type(self).__name__,
+            "fingerprint": f"{data_fingerprint(X)}-{settings_fingerprint(params)}",
+        }
+        with folder_lock(output_folder):
+            start = Path(output_folder) / LATEST_SNAPSHOT if resume is True else resume or None
+            if start is not None and Path(start).exists():
+                trainer.load_checkpoint(start)
+                logger.info("resumed from %s at epoch %d", start, trainer.epoch)
+            trainer.fit()
+            self.loss_history_ = list(trainer.loss_history)
+            self.n_epochs_trained_ = trainer.epoch
+            keep(trainer)
+            self._check_output(X)
+            if output_folder is not None:
+                self.save(Path(output_folder) / self._final_model_name)
+
+    def _check_output(self, X: object) -> None:
+        """Raise :class:`TrainingDiverged` if the fitted model maps training rows to NaN or
+        infinity (weights can be finite yet so large that the forward pass overflows); the
+        training embedding itself where the estimator keeps one."""
+        Z = getattr(self, "embedding_", None)
+        if Z is None:
+            with warnings.catch_warnings():  # the rows are validated already, without names
+                warnings.simplefilter("ignore", UserWarning)
+                Z = self.transform(X[:PROBE_ROWS])
+        Z = Z.detach().cpu().numpy() if isinstance(Z, torch.Tensor) else np.asarray(Z, dtype=np.float32)
+        if not np.isfinite(Z).all():
+            raise TrainingDiverged("training diverged: the fitted model outputs NaN or infinity; "
+                                   "lower the learning rate or use precision='fp32'")
+
     def _validate_fit_data(self, X: object, min_samples: int = 2) -> ArrayLike:
+        # a DataFrame's column names become feature_names_in_ (scikit-learn's own bookkeeping)
+        _check_feature_names(self, X, reset=True)
         X = validate_features(X, min_samples=min_samples)
         self.n_features_in_ = int(X.shape[1])
         return X
 
+    def _neighbors_for(self, n_neighbors: int, n_samples: int, name: str = "n_neighbors") -> int:
+        """``n_neighbors``, or ``n_samples - 1`` with a warning when the data is smaller (as
+        umap-learn does), so that the defaults work on small data."""
+        if n_neighbors < n_samples:
+            return n_neighbors
+        warnings.warn(f"{name}={n_neighbors} is not smaller than the number of samples ({n_samples}); "
+                      f"using {n_samples - 1}", UserWarning, stacklevel=3)
+        return n_samples - 1
+
     def _validate_transform_data(self, X: object) -> ArrayLike:
         check_is_fitted(self)
+        _check_feature_names(self, X, reset=False)  # reordered or renamed columns are refused
         X = validate_features(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
@@ -115,18 +193,16 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     @torch.no_grad()
     def _encode(self, module: nn.Module, X: ArrayLike, device: torch.device) -> torch.Tensor:
-        """Run ``module`` in eval mode over ``X`` in chunks (bounded memory for any N)."""
-        was_training = module.training
-        module.eval()
-        try:
-            out = [module(to_tensor(b, device)).float() for b in iter_row_chunks(X, TRANSFORM_CHUNK)]
-        finally:
-            module.train(was_training)
-        return torch.cat(out) if out else torch.empty((0, 0))
+        """Run ``module`` in eval mode over the rows of ``X`` in chunks (bounded memory)."""
+        chunks = (to_tensor(b, device) for b in iter_row_chunks(X, TRANSFORM_CHUNK))
+        return run_in_chunks(module, chunks, X.shape[0])
 
     # --- model files -------------------------------------------------------------------------
-    def _save(self, path: str | os.PathLike, modules: dict[str, nn.Module], fitted: dict[str, Any]) -> None:
-        tensors: dict[str, torch.Tensor] = {}
+    def _save(self, path: str | os.PathLike, modules: dict[str, nn.Module], fitted: dict[str, Any],
+              tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Write ``modules``' weights (prefixed by their names), extra ``tensors`` and the
+        parameters and ``fitted`` state as JSON metadata."""
+        tensors = dict(tensors or {})
         for name, module in modules.items():
             tensors.update(io.add_prefix(module.state_dict(), name))
         meta = {
@@ -168,7 +244,60 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         loads on a CPU), then check them as ``fit`` would: the file is not trusted."""
         mine = self.get_params(deep=False)
         self.set_params(**{k: v for k, v in stored.items() if k in mine and k != "device"})
-        self._check_params()
+        self._validate_params()
+
+    def _take_or_match_params(self, stored: dict[str, Any], path: str | os.PathLike, init: bool,
+                              architecture: dict[str, Any]) -> None:
+        """With ``init``, take the file's hyperparameters; otherwise the file's values of the
+        ``architecture`` parameters (name -> this estimator's value) must equal this
+        estimator's, which are then validated."""
+        if init:
+            self._take_file_params(stored, path)
+            return
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in architecture.items()}
+        mismatch = {k: (stored.get(k), v) for k, v in plain.items() if stored.get(k) != v}
+        if mismatch:
+            raise ValueError(f"{path} was saved with a different architecture {mismatch} (file, this "
+                             "estimator); use load(path, init=True) to take the file's parameters")
+        self._validate_params()
+
+    def _check_is_fitted(self) -> None:
+        check_is_fitted(self)
+
+    #: parameters the saved weights depend on: ``load(path, init=False)`` demands they match
+    _architecture: tuple[str, ...] = ()
+    #: fitted attributes only some models have: a load whose state lacks them removes them
+    _optional_fitted: tuple[str, ...] = ()
+
+    def _load_file(self, path: str | os.PathLike, init: bool) -> "TwinlearnEstimator":
+        """The ``load`` every estimator shares: read and check the file, take (``init``) or
+        match the hyperparameters, rebuild the fitted state with ``_restore`` — all before
+        anything of this estimator changes — then move its modules to ``device`` in eval mode."""
+        tensors, meta = self._read_model_file(path)
+        with self._restoring_from(path):
+            architecture = {k: getattr(self, k) for k in self._architecture}
+            self._take_or_match_params(self._params_from_file(meta["params"]), path, init, architecture)
+            state = self._restore(tensors, meta["fitted"], path)
+        for name in self._optional_fitted:
+            if name not in state and hasattr(self, name):
+                delattr(self, name)
+        for name, value in state.items():
+            if isinstance(value, nn.Module):
+                value = value.to(self._device()).eval()
+                if getattr(self, "channels_last", False):
+                    value = value.to(memory_format=torch.channels_last)
+            setattr(self, name, value)
+        return self
+
+    def _params_from_file(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The file's hyperparameters as this estimator takes them (JSON has no tuples)."""
+        return params
+
+    def _restore(self, tensors: dict[str, torch.Tensor], fitted: dict[str, Any],
+                 path: str | os.PathLike) -> dict[str, Any]:
+        """The fitted attributes from a file's tensors and ``fitted`` metadata (checked; raises
+        ``KeyError``/``ValueError``/... on anything that does not fit)."""
+        raise NotImplementedError
 
 
 def check_tensor(

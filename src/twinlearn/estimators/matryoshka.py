@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +26,44 @@ import torch
 import torch.nn as nn
 from sklearn.utils.validation import check_is_fitted
 
+from twinlearn._checks import check_float, check_int, one_of
 from twinlearn._device import fork_torch_rng, make_generator
-from twinlearn.data.images import check_image_size, load_images
+from twinlearn.data.images import check_image_size, image_batches, load_images
+from twinlearn.encoders.inference import run_in_chunks
 from twinlearn.encoders.matryoshka import (
     NestedMLPProjector,
     check_nesting_dims,
     default_nesting_dims,
 )
-from twinlearn.encoders.vision import BACKBONES, _torchvision_resnet, make_backbone
+from twinlearn.encoders.vision import BACKBONES, FEATURE_DIMS, _torchvision_resnet, make_backbone
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
     build_on_meta,
-    check_choice,
-    check_float,
-    check_int,
     check_prefix_size,
     load_state_strict,
+)
+from twinlearn.estimators._params import (
+    BOOLEAN,
+    DEVICE,
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIDE,
+    MAX_LEARNING_RATE,
+    MAX_WIDTH,
+    NESTING_DIMS,
+    PRECISION,
+    SEED,
+    VERBOSE,
+    Integer,
+    Options,
+    Real,
+    none_or,
 )
 from twinlearn.io import split_prefix
 from twinlearn.losses import MatryoshkaLoss, ReLICLoss
 from twinlearn.pairs.augment import AugmentPairSource
 from twinlearn.pairs.relic_augment import ReLICAugment
-from twinlearn.training import PRECISIONS, Trainer, constant
+from twinlearn.training import Trainer, constant
 from twinlearn.training.ema import EMATargetObjective, EMAUpdate
 
 logger = logging.getLogger("twinlearn")
@@ -117,81 +132,54 @@ class ReLIC(TwinlearnEstimator):
     """
 
     def __init__(
-        self,
-        backbone: str = "resnet18",
-        cifar_stem: bool | None = None,
-        n_components: int | None = None,
-        n_epochs: int = 100,
-        batch_size: int = 256,
-        learning_rate: float = 3e-4,
-        weight_decay: float = 1e-5,
-        proj_out_dim: int = 64,
-        proj_hidden_dim: int | None = 512,
-        nesting_dims: list[int] | None = None,
-        shared_head: bool = True,
-        gamma: float = 0.995,
-        alpha: float = 1.0,
-        max_inverse_temperature: float = 5.0,
-        update_gamma_after_step: int = 1,
-        update_gamma_every_n_steps: int = 1,
-        image_size: int | None = None,
-        precision: str = "fp32",
-        channels_last: bool = False,
-        device: str | torch.device = "cpu",
-        random_state: int | np.random.Generator | None = None,
-        verbose: int = 0,
+        self, backbone: str = "resnet18", cifar_stem: bool | None = None,
+        n_components: int | None = None, n_epochs: int = 100, batch_size: int = 256,
+        learning_rate: float = 3e-4, weight_decay: float = 1e-5, proj_out_dim: int = 64,
+        proj_hidden_dim: int | None = 512, nesting_dims: list[int] | None = None,
+        shared_head: bool = True, gamma: float = 0.995, alpha: float = 1.0,
+        max_inverse_temperature: float = 5.0, update_gamma_after_step: int = 1,
+        update_gamma_every_n_steps: int = 1, image_size: int | None = None,
+        precision: str = "fp32", channels_last: bool = False, device: str | torch.device = "cpu",
+        random_state: int | np.random.Generator | None = None, verbose: int = 0,
     ) -> None:
-        self.backbone = backbone
-        self.cifar_stem = cifar_stem
-        self.n_components = n_components
-        self.n_epochs = n_epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.proj_out_dim = proj_out_dim
-        self.proj_hidden_dim = proj_hidden_dim
-        self.nesting_dims = nesting_dims
-        self.shared_head = shared_head
-        self.gamma = gamma
-        self.alpha = alpha
-        self.max_inverse_temperature = max_inverse_temperature
-        self.update_gamma_after_step = update_gamma_after_step
-        self.update_gamma_every_n_steps = update_gamma_every_n_steps
-        self.image_size = image_size
-        self.precision = precision
-        self.channels_last = channels_last
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
+        self._store_init_args(locals())
 
-    # --- parameter checks --------------------------------------------------------------------
-    def _check_params(self) -> None:
-        check_choice(self.backbone, "backbone", RELIC_BACKBONES)
-        check_choice(self.cifar_stem, "cifar_stem", (None, True, False))
-        if self.n_components is not None:
-            check_int(self.n_components, "n_components")
-        for name in ("n_epochs", "proj_out_dim", "update_gamma_every_n_steps"):
-            check_int(getattr(self, name), name)
-        check_int(self.batch_size, "batch_size", minimum=2)
-        check_int(self.update_gamma_after_step, "update_gamma_after_step", minimum=0)
-        if self.proj_hidden_dim is not None:
-            check_int(self.proj_hidden_dim, "proj_hidden_dim")
-        if self.image_size is not None:
-            check_int(self.image_size, "image_size")
-        if self.nesting_dims is not None:
-            # types and order now; the largest against the feature size once the backbone exists
-            check_nesting_dims(self.nesting_dims, sys.maxsize)
-        for name in ("learning_rate", "max_inverse_temperature"):
-            check_float(getattr(self, name), name)
-        for name in ("weight_decay", "alpha"):
-            check_float(getattr(self, name), name, positive=False)
-        if not 0.0 <= check_float(self.gamma, "gamma", positive=False) < 1.0:
-            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
-        check_choice(self.shared_head, "shared_head", (True, False))
-        check_choice(self.channels_last, "channels_last", (True, False))
-        check_choice(self.precision, "precision", PRECISIONS)
-        self._device()
-        self._seed()
+    _parameter_constraints = {
+        "backbone": Options(RELIC_BACKBONES),
+        "cifar_stem": Options((None, True, False)),
+        "n_components": none_or(Integer(1, MAX_WIDTH)),
+        "n_epochs": Integer(1, MAX_EPOCHS),
+        "batch_size": Integer(2, MAX_BATCH),
+        "learning_rate": Real(0.0, MAX_LEARNING_RATE),
+        "weight_decay": Real(0.0, strict=False),
+        "proj_out_dim": Integer(1, MAX_WIDTH),
+        "proj_hidden_dim": none_or(Integer(1, MAX_WIDTH)),
+        "nesting_dims": NESTING_DIMS,
+        "shared_head": BOOLEAN,
+        "gamma": Real(0.0, 1.0 - 1e-12, strict=False),
+        "alpha": Real(0.0, strict=False),
+        "max_inverse_temperature": Real(0.0, 1e6),
+        "update_gamma_after_step": Integer(0),
+        "update_gamma_every_n_steps": Integer(1),
+        "image_size": none_or(Integer(1, MAX_IMAGE_SIDE)),
+        "precision": PRECISION,
+        "channels_last": BOOLEAN,
+        "device": DEVICE,
+        "random_state": SEED,
+        "verbose": VERBOSE,
+    }
+    _final_model_name = "relic_model.safetensors"
+
+    def _check_param_relations(self) -> None:
+        if self.n_components is not None and self.nesting_dims is not None and self.n_components > self.nesting_dims[-1]:
+            raise ValueError(f"n_components={self.n_components} exceeds the largest nesting dim "
+                             f"{self.nesting_dims[-1]}")
+        if self.n_components is not None and self.backbone in FEATURE_DIMS and self.n_components > FEATURE_DIMS[self.backbone]:
+            raise ValueError(f"n_components={self.n_components} exceeds the {FEATURE_DIMS[self.backbone]} "
+                             f"features of backbone={self.backbone!r}")
+
+    def _output_width(self) -> int:
+        return self.n_components if self.n_components is not None else self.feature_dim_
 
     # --- model -------------------------------------------------------------------------------
     def _make_backbone(self, image_side: int) -> tuple[nn.Module, int]:
@@ -215,10 +203,12 @@ class ReLIC(TwinlearnEstimator):
         X: Any,
         y: object = None,
         *,
-        checkpoint_dir: str | os.PathLike | None = None,
+        output_folder: str | os.PathLike | None = None,
+        resume: bool = False,
         snapshot_freq: int = 0,
-        resume_from: str | os.PathLike | None = None,
         log_every_n_steps: int = 0,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume_from: str | os.PathLike | None = None,
     ) -> "ReLIC":
         """Train on the images ``X``.
 
@@ -227,19 +217,22 @@ class ReLIC(TwinlearnEstimator):
         X : uint8 array (N, H, W, C), uint8 tensor (N, C, H, W), image-folder path or torch
             Dataset of ``(image, label)`` (see :func:`twinlearn.data.images.load_images`).
         y : ignored
-        checkpoint_dir : path, optional
+        output_folder : path, optional
             Created if needed; ``latest_snapshot.safetensors`` after every epoch (plus
             ``snapshot_{epoch}`` every ``snapshot_freq`` epochs) and ``relic_model.safetensors``
-            at the end.
+            at the end. ``checkpoint_dir`` (mrl-pytorch's name) is accepted for it.
+        resume : bool
+            Continue from ``output_folder``'s latest snapshot: weights (online and target),
+            optimizer, step (hence γ), RNG and loss history are restored.
         snapshot_freq : int
-        resume_from : path, optional
-            A checkpoint written by a previous run: weights (online and target), optimizer,
-            step (hence γ), RNG and loss history are restored, and training continues.
         log_every_n_steps : int
             Log the loss every this many steps.
+        resume_from : path, optional
+            mrl-pytorch's way to resume: a checkpoint file written by a previous run.
         """
-        self._check_params()
-        check_int(snapshot_freq, "snapshot_freq", minimum=0)
+        self._validate_params()
+        output_folder = one_of(output_folder, checkpoint_dir, "output_folder", "checkpoint_dir")
+        self._check_run_options(output_folder, resume, snapshot_freq)
         check_int(log_every_n_steps, "log_every_n_steps", minimum=0)
         if resume_from is not None and not Path(resume_from).is_file():
             raise ValueError(f"resume_from={str(resume_from)!r} is not a checkpoint file")
@@ -248,49 +241,35 @@ class ReLIC(TwinlearnEstimator):
         if n < 2:
             raise ValueError(f"X holds {n} image(s); ReLIC needs at least 2")
         if self.batch_size > n:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the number of images ({n})"
-            )
+            raise ValueError(f"batch_size={self.batch_size} is larger than the number of images ({n})")
         device, seed = self._device(), self._seed()
         online, dims, feature_dim = self._build_online(int(images.shape[2]), seed)
         loss = MatryoshkaLoss(ReLICLoss(self.alpha, self.max_inverse_temperature), dims)
         objective = EMATargetObjective(online, loss, backbone_name="0").to(device)
         if self.channels_last:
             objective = objective.to(memory_format=torch.channels_last)
-        pairs = AugmentPairSource(
-            images, self.batch_size, device, make_generator(seed + 1, device),
-            ReLICAugment(channels_last=self.channels_last),
-        )
-        optimizer = torch.optim.Adam(
-            [p for p in objective.parameters() if p.requires_grad],
-            lr=self.learning_rate, weight_decay=self.weight_decay,
-        )
+        pairs = AugmentPairSource(images, self.batch_size, device, make_generator(seed + 1, device),
+                                  ReLICAugment(channels_last=self.channels_last))
+        optimizer = torch.optim.Adam([p for p in objective.parameters() if p.requires_grad],
+                                     lr=self.learning_rate, weight_decay=self.weight_decay)
         # mrl-pytorch's cosine length, "+2" epochs included, so γ never quite reaches 1
         total = len(pairs) * (self.n_epochs + 2) - self.update_gamma_after_step
         ema = EMAUpdate(objective, self.gamma, total, self.update_gamma_after_step,
                         self.update_gamma_every_n_steps)
-        trainer = Trainer(
-            objective, pairs, optimizer, constant(), self.n_epochs, precision=self.precision,
-            callbacks=[ema], checkpoint_dir=checkpoint_dir, snapshot_freq=snapshot_freq,
-            checkpoint_meta={"class": "ReLIC"}, verbose=self.verbose, print_every=log_every_n_steps,
-        )
-        if resume_from is not None:
-            trainer.load_checkpoint(resume_from)
-            logger.info("resumed from %s at epoch %d (step %d)",
-                        resume_from, trainer.epoch, trainer.step)
-        trainer.fit()
+        trainer = Trainer(objective, pairs, optimizer, constant(), self.n_epochs, precision=self.precision,
+                          callbacks=[ema], verbose=self.verbose, print_every=log_every_n_steps)
 
-        self.objective_ = objective
-        self.backbone_ = objective.target_backbone().eval()
-        self.feature_dim_ = feature_dim
-        self.nesting_dims_ = dims
-        self.image_size_ = (int(images.shape[2]), int(images.shape[3]))
-        self.inverse_temperature_ = float(loss.base_loss.inverse_temperature().detach())
-        self.loss_history_ = trainer.loss_history
-        self.epoch_seconds_ = trainer.epoch_seconds
-        self.n_epochs_trained_ = trainer.epoch
-        if checkpoint_dir is not None:
-            self.save(Path(checkpoint_dir) / "relic_model.safetensors")
+        def keep(trainer: Trainer) -> None:
+            self.objective_ = objective
+            self.backbone_ = objective.target_backbone().eval()
+            self.feature_dim_, self.nesting_dims_ = feature_dim, dims
+            self.image_size_ = (int(images.shape[2]), int(images.shape[3]))
+            self.inverse_temperature_ = float(loss.base_loss.inverse_temperature().detach())
+            self.epoch_seconds_ = trainer.epoch_seconds
+
+        self._run_training(trainer, images, keep, output_folder=output_folder,
+                           resume=resume_from if resume_from is not None else resume,
+                           snapshot_freq=snapshot_freq)
         return self
 
     # --- transform ---------------------------------------------------------------------------
@@ -314,14 +293,9 @@ class ReLIC(TwinlearnEstimator):
         check_prefix_size(m, self.feature_dim_)
         images, _ = load_images(X, self.image_size_)
         device = next(self.backbone_.parameters()).device
-        self.backbone_.eval()
-        out = []
-        for start in range(0, images.shape[0], TRANSFORM_BATCH):
-            x = images[start : start + TRANSFORM_BATCH].to(device).float().div_(255)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out.append(self.backbone_(x)[:, :m].float().cpu())
-        return torch.cat(out).numpy()
+        batches = image_batches(images, TRANSFORM_BATCH, device, self.channels_last)
+        return run_in_chunks(lambda x: self.backbone_(x)[:, :m], batches, images.shape[0],
+                             module=self.backbone_).cpu().numpy()
 
     # --- model files -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -335,26 +309,21 @@ class ReLIC(TwinlearnEstimator):
 
     def load(self, path: str | os.PathLike) -> "ReLIC":
         """Load a model written by :meth:`save`, taking its hyperparameters (not the device)."""
-        tensors, meta = self._read_model_file(path)
-        with self._restoring_from(path):
-            self._take_file_params(meta["params"], path)
-            fitted = meta["fitted"]
-            height, width = check_image_size(fitted["image_size_"], "image_size_")
-            backbone, feature_dim = build_on_meta(lambda: self._make_backbone(height))
-            load_state_strict(backbone, split_prefix(tensors, "backbone"), path)
-            if check_int(fitted["feature_dim_"], "feature_dim_") != feature_dim:
-                raise ValueError(f"{path} says feature_dim_={fitted['feature_dim_']}, but its "
-                                 f"{self.backbone} backbone has {feature_dim} features")
-            nesting_dims = check_nesting_dims(fitted["nesting_dims_"], feature_dim, "nesting_dims_")
-            inverse_temperature = check_float(fitted["inverse_temperature_"], "inverse_temperature_")
-        if self.channels_last:
-            backbone = backbone.to(memory_format=torch.channels_last)
-        self.backbone_ = backbone.to(self._device()).eval()
-        self.feature_dim_ = feature_dim
-        self.nesting_dims_ = nesting_dims
-        self.image_size_ = (height, width)
-        self.inverse_temperature_ = inverse_temperature
-        return self
+        return self._load_file(path, init=True)
+
+    def _restore(self, tensors: dict[str, torch.Tensor], fitted: dict[str, Any], path: str | os.PathLike) -> dict:
+        height, width = check_image_size(fitted["image_size_"], "image_size_")
+        backbone, feature_dim = build_on_meta(lambda: self._make_backbone(height))
+        load_state_strict(backbone, split_prefix(tensors, "backbone"), path)
+        if check_int(fitted["feature_dim_"], "feature_dim_") != feature_dim:
+            raise ValueError(f"{path} says feature_dim_={fitted['feature_dim_']}, but its "
+                             f"{self.backbone} backbone has {feature_dim} features")
+        return {
+            "backbone_": backbone, "feature_dim_": feature_dim,
+            "nesting_dims_": check_nesting_dims(fitted["nesting_dims_"], feature_dim, "nesting_dims_"),
+            "image_size_": (height, width),
+            "inverse_temperature_": check_float(fitted["inverse_temperature_"], "inverse_temperature_"),
+        }
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "backbone_")

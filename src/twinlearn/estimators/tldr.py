@@ -6,9 +6,7 @@ LARS and a warm-up/cosine schedule. Names and defaults follow the original ``tld
 
 from __future__ import annotations
 
-import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 import torch.nn as nn
 from sklearn.utils.validation import check_is_fitted
 
+from twinlearn._checks import check_choice, check_int
 from twinlearn._device import fork_torch_rng, make_generator
 from twinlearn.data.arrays import ArrayLike, FeatureStore
 from twinlearn.encoders import build_encoder, build_projector, check_projector_spec, parse_spec
@@ -23,23 +22,37 @@ from twinlearn.encoders.matryoshka import NestedHeads, check_nesting_dims
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
     build_on_meta,
-    check_choice,
-    check_float,
-    check_int,
     keep_prefix,
     load_state_strict,
     output_like,
 )
+from twinlearn.estimators._params import (
+    BOOLEAN,
+    DEVICE,
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_LEARNING_RATE,
+    MAX_WIDTH,
+    NESTING_DIMS,
+    PRECISION,
+    SEED,
+    VERBOSE,
+    Check,
+    Integer,
+    Options,
+    Real,
+    none_or,
+)
 from twinlearn.io import split_prefix
 from twinlearn.losses import BarlowTwinsLoss, MatryoshkaLoss
-from twinlearn.neighbors import KNN_METHODS, check_knn_indices, check_n_neighbors, compute_knn
+from twinlearn.neighbors import KNN_METHODS, KNNIndex, check_knn_indices
 from twinlearn.pairs import KNNPairSource
-from twinlearn.training import PRECISIONS, LARS, Trainer, lars_param_groups, warmup_cosine
+from twinlearn.training import LARS, Trainer, lars_param_groups, warmup_cosine
 from twinlearn.training.objectives import TwinObjective
-
-logger = logging.getLogger("twinlearn")
+from twinlearn.training.run_folder import data_fingerprint
 
 KNN_APPROXIMATIONS = (None, "low", "medium", "high")
+MAX_NEIGHBORS = 10_000
 
 
 class TLDR(TwinlearnEstimator):
@@ -55,7 +68,8 @@ class TLDR(TwinlearnEstimator):
         Projector spec (training only); ``None`` trains on the encoder output directly.
         ``"mlp-1-512"`` is the documented fast setting (see Notes).
     n_neighbors : int, default=5
-        Positives are drawn among each point's ``n_neighbors`` nearest neighbours.
+        Positives are drawn among each point's ``n_neighbors`` nearest neighbours (at most
+        ``n_samples - 1``: smaller data uses all other points, with a warning).
     device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
     pin_memory : bool, default=False
         Kept for compatibility. In-memory data always moves to ``device`` once; with
@@ -74,6 +88,7 @@ class TLDR(TwinlearnEstimator):
     n_epochs : int, default=100
         Training epochs (``fit(X, epochs=...)`` overrides it for one call, as in TLDR).
     batch_size : int, default=1024
+        Anchors per step; clamped to the number of samples (small data: one batch per epoch).
     learning_rate : float, default=0.2
         Base LR, scaled by ``batch_size / 256``.
     warmup_epochs : int, default=10
@@ -118,74 +133,45 @@ class TLDR(TwinlearnEstimator):
     """
 
     def __init__(
-        self,
-        n_components: int = 32,
-        encoder: str = "linear",
-        projector: str | None = "mlp-2-2048",
-        n_neighbors: int = 5,
-        device: str | torch.device = "cpu",
-        pin_memory: bool = False,
+        self, n_components: int = 32, encoder: str = "linear",
+        projector: str | None = "mlp-2-2048", n_neighbors: int = 5,
+        device: str | torch.device = "cpu", pin_memory: bool = False,
         random_state: int | np.random.Generator | None = None,
-        knn_approximation: str | None = None,
-        knn_method: str = "exact",
-        metric: str = "euclidean",
-        verbose: int = 0,
-        n_epochs: int = 100,
-        batch_size: int = 1024,
-        learning_rate: float = 0.2,
-        warmup_epochs: int = 10,
-        lambd: float = 3.9e-3,
-        scale_loss: float = 1 / 32,
-        norm_layer: str = "BN",
-        weight_decay: float = 1e-6,
-        precision: str = "fp32",
+        knn_approximation: str | None = None, knn_method: str = "exact", metric: str = "euclidean",
+        verbose: int = 0, n_epochs: int = 100, batch_size: int = 1024, learning_rate: float = 0.2,
+        warmup_epochs: int = 10, lambd: float = 3.9e-3, scale_loss: float = 1 / 32,
+        norm_layer: str = "BN", weight_decay: float = 1e-6, precision: str = "fp32",
         nesting_dims: list[int] | None = None,
     ) -> None:
-        self.n_components = n_components
-        self.encoder = encoder
-        self.projector = projector
-        self.n_neighbors = n_neighbors
-        self.device = device
-        self.pin_memory = pin_memory
-        self.random_state = random_state
-        self.knn_approximation = knn_approximation
-        self.knn_method = knn_method
-        self.metric = metric
-        self.verbose = verbose
-        self.n_epochs = n_epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.warmup_epochs = warmup_epochs
-        self.lambd = lambd
-        self.scale_loss = scale_loss
-        self.norm_layer = norm_layer
-        self.weight_decay = weight_decay
-        self.precision = precision
-        self.nesting_dims = nesting_dims
+        self._store_init_args(locals())
 
-    # --- parameter checks --------------------------------------------------------------------
-    def _check_params(self) -> None:
-        check_int(self.n_components, "n_components")
-        check_int(self.n_neighbors, "n_neighbors")
-        parse_spec(self.encoder, "encoder")
-        if self.projector is not None:
-            check_projector_spec(self.projector)
-        check_choice(self.knn_approximation, "knn_approximation", KNN_APPROXIMATIONS)
-        check_choice(self.knn_method, "knn_method", KNN_METHODS)
-        check_choice(self.metric, "metric", ("euclidean", "cosine"))
-        check_choice(self.norm_layer, "norm_layer", ("BN", "LN"))
-        check_choice(self.precision, "precision", PRECISIONS)
+    _parameter_constraints = {
+        "n_components": Integer(1, MAX_WIDTH),
+        "encoder": Check(parse_spec, "a spec 'linear', 'flinear-L-H' or 'mlp-L-H'"),
+        "projector": none_or(Check(lambda v, name: check_projector_spec(v), "a spec such as 'mlp-2-2048'")),
+        "n_neighbors": Integer(1, MAX_NEIGHBORS),
+        "device": DEVICE,
+        "pin_memory": BOOLEAN,
+        "random_state": SEED,
+        "knn_approximation": Options(KNN_APPROXIMATIONS),
+        "knn_method": Options(KNN_METHODS),
+        "metric": Options(("euclidean", "cosine")),
+        "verbose": VERBOSE,
+        "n_epochs": Integer(1, MAX_EPOCHS),
+        "batch_size": Integer(2, MAX_BATCH),
+        "learning_rate": Real(0.0, MAX_LEARNING_RATE),
+        "warmup_epochs": Integer(0, MAX_EPOCHS),
+        "lambd": Real(0.0, strict=False),
+        "scale_loss": Real(0.0),
+        "norm_layer": Options(("BN", "LN")),
+        "weight_decay": Real(0.0, strict=False),
+        "precision": PRECISION,
+        "nesting_dims": NESTING_DIMS,
+    }
+
+    def _check_param_relations(self) -> None:
         if self.nesting_dims is not None:
             check_nesting_dims(self.nesting_dims, self.n_components)
-        check_int(self.n_epochs, "n_epochs")
-        check_int(self.batch_size, "batch_size", minimum=2)
-        check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
-        for name in ("learning_rate", "scale_loss"):
-            check_float(getattr(self, name), name)
-        for name in ("lambd", "weight_decay"):
-            check_float(getattr(self, name), name, positive=False)
-        self._device()
-        self._seed()
 
     def _knn_backend(self) -> str:
         return f"ivfpq-{self.knn_approximation}" if self.knn_approximation else self.knn_method
@@ -193,14 +179,17 @@ class TLDR(TwinlearnEstimator):
     # --- kNN ---------------------------------------------------------------------------------
     def compute_knn(self, X: ArrayLike) -> "TLDR":
         """Compute and keep the kNN graph of ``X`` for the next ``fit`` on the same data."""
-        self._check_params()
+        self._validate_params()
         X = self._validate_fit_data(X)
-        check_n_neighbors(self.n_neighbors, X.shape[0])
-        self.knn_indices_, _ = compute_knn(
-            X, self.n_neighbors, method=self._knn_backend(), metric=self.metric,
-            device=self._device(), seed=self._seed(),
-        )
+        k = self._neighbors_for(self.n_neighbors, X.shape[0])
+        self.knn_indices_ = self._search_knn(X, k, self._device(), self._seed()).cpu().numpy()
+        self._pending_knn = (self.knn_indices_, data_fingerprint(X))
         return self
+
+    def _search_knn(self, X: ArrayLike, k: int, device: torch.device, seed: int) -> torch.Tensor:
+        """The kNN graph of ``X`` as int64 indices on ``device`` (where an exact search left it)."""
+        index = KNNIndex(self._knn_backend(), self.metric, device, seed).build(X)
+        return index.query_self(k, on_device=True)[0]
 
     def get_knn(self) -> np.ndarray:
         """The kNN index array of the last computed or loaded graph."""
@@ -226,21 +215,22 @@ class TLDR(TwinlearnEstimator):
         if graph.ndim != 2 or graph.dtype.kind not in "iu":
             raise ValueError(f"{path} holds a {graph.dtype} array of shape {graph.shape}, not (n, k) ints")
         self.knn_indices_ = graph.astype(np.int64)
+        self._pending_knn = (self.knn_indices_, None)
         return self
 
-    def _resolve_knn(self, X: ArrayLike, knn_graph: object) -> np.ndarray:
+    def _resolve_knn(self, X: ArrayLike, knn_graph: object, k: int, device: torch.device, seed: int) -> torch.Tensor:
+        """The graph to train on: ``knn_graph``, else the one :meth:`compute_knn` (of this very
+        data) or :meth:`load_knn` left for this fit, else a new search. A left graph serves one
+        fit only, so a refit on other data of the same size searches again."""
         n = X.shape[0]
-        check_n_neighbors(self.n_neighbors, n)
+        pending, self._pending_knn = getattr(self, "_pending_knn", None), None
+        if knn_graph is None and pending is not None and pending[0].shape[0] == n:
+            graph, fingerprint = pending
+            if fingerprint is None or fingerprint == data_fingerprint(X):
+                knn_graph = graph
         if knn_graph is not None:
-            return check_knn_indices(knn_graph, n, self.n_neighbors)
-        pending = getattr(self, "knn_indices_", None)
-        if pending is not None and pending.shape[0] == n:
-            return check_knn_indices(pending, n, self.n_neighbors)
-        idx, _ = compute_knn(
-            X, self.n_neighbors, method=self._knn_backend(), metric=self.metric,
-            device=self._device(), seed=self._seed(),
-        )
-        return idx
+            return torch.as_tensor(check_knn_indices(knn_graph, n, k), device=device)
+        return self._search_knn(X, k, device, seed)
 
     # --- model -------------------------------------------------------------------------------
     def _build_modules(self, n_features: int, seed: int) -> tuple[nn.Module, nn.Module]:
@@ -301,49 +291,32 @@ class TLDR(TwinlearnEstimator):
         -------
         self
         """
-        self._check_params()
+        self._validate_params()
         n_epochs = check_int(self.n_epochs if epochs is None else epochs, "epochs")
         batch = check_int(self.batch_size if batch_size is None else batch_size, "batch_size", 2)
-        if snapshot_freq is not None:
-            check_int(snapshot_freq, "snapshot_freq", minimum=0)
-        if resume and output_folder is None:
-            raise ValueError("resume=True needs output_folder, where the snapshots are")
+        self._check_run_options(output_folder, resume, snapshot_freq)
         X = self._validate_fit_data(X)
-        n = X.shape[0]
-        check_n_neighbors(self.n_neighbors, n)
-        if batch > n:
-            raise ValueError(f"batch_size={batch} is larger than the number of samples ({n})")
+        k = self._neighbors_for(self.n_neighbors, X.shape[0])
+        batch = min(batch, X.shape[0])  # small data trains in one batch per epoch
         device, seed = self._device(), self._seed()
-        knn = self._resolve_knn(X, knn_graph)
-
+        knn = self._resolve_knn(X, knn_graph, k, device, seed)
         encoder, projector = self._build_modules(X.shape[1], seed)
         store = FeatureStore(X, device, force_on_device=self.pin_memory)
-        objective = TwinObjective(encoder, projector, self._build_loss(), store)
-        objective.to(device)
+        objective = TwinObjective(encoder, projector, self._build_loss(), store).to(device)
         pairs = KNNPairSource(knn, batch, device, make_generator(seed + 1, device))
-        base_lr = self.learning_rate * batch / 256
-        optimizer = LARS(lars_param_groups(objective), lr=base_lr, weight_decay=self.weight_decay)
-        total = n_epochs * len(pairs)
+        optimizer = LARS(lars_param_groups(objective), lr=self.learning_rate * batch / 256,
+                         weight_decay=self.weight_decay)
         warmup_steps = int(min(self.warmup_epochs, n_epochs / 10) * len(pairs))
-        trainer = Trainer(
-            objective, pairs, optimizer, warmup_cosine(total, warmup_steps), n_epochs,
-            precision=self.precision, checkpoint_dir=output_folder,
-            snapshot_freq=snapshot_freq or 0, checkpoint_meta={"class": "TLDR"},
-            verbose=self.verbose, print_every=print_every,
-        )
-        latest = Path(output_folder) / "latest_snapshot.safetensors" if output_folder else None
-        if resume and latest is not None and latest.exists():
-            trainer.load_checkpoint(latest)
-            logger.info("resumed from %s at epoch %d", latest, trainer.epoch)
-        trainer.fit()
+        trainer = Trainer(objective, pairs, optimizer, warmup_cosine(n_epochs * len(pairs), warmup_steps),
+                          n_epochs, precision=self.precision, verbose=self.verbose, print_every=print_every)
 
-        self.knn_indices_ = knn
-        self.encoder_ = encoder.eval()
-        self.projector_ = projector.eval() if retain_projector else None
-        self.loss_history_ = trainer.loss_history
-        self.n_epochs_trained_ = trainer.epoch
-        if output_folder is not None:
-            self.save(Path(output_folder) / "final_model.safetensors")
+        def keep(trainer: Trainer) -> None:
+            self.knn_indices_ = knn.cpu().numpy()
+            self.encoder_ = encoder.eval()
+            self.projector_ = projector.eval() if retain_projector else None
+
+        self._run_training(trainer, X, keep, output_folder=output_folder, resume=resume,
+                           snapshot_freq=snapshot_freq)
         return self
 
     def transform(self, X: ArrayLike, l2_norm: bool = False, n_components: int | None = None) -> ArrayLike:
@@ -396,33 +369,19 @@ class TLDR(TwinlearnEstimator):
             Also take the hyperparameters stored in the file. Without it, the file's
             architecture must match this estimator's parameters.
         """
-        tensors, meta = self._read_model_file(path)
-        with self._restoring_from(path):
-            stored = meta["params"]
-            arch = ("n_components", "encoder", "projector", "norm_layer", "nesting_dims")
-            if init:
-                self._take_file_params(stored, path)
-            else:
-                mine = {k: list(v) if isinstance(v, tuple) else v
-                        for k in arch for v in [getattr(self, k)]}
-                mismatch = {k: (stored.get(k), mine[k]) for k in arch if stored.get(k) != mine[k]}
-                if mismatch:
-                    raise ValueError(
-                        f"{path} was saved with a different architecture {mismatch} (file, this "
-                        "estimator); use load(path, init=True) to take the file's parameters"
-                    )
-                self._check_params()
-            fitted = meta["fitted"]
-            n_features = check_int(fitted["n_features_in_"], "n_features_in_")
-            has_projector = check_choice(fitted["has_projector"], "has_projector", (True, False))
-            encoder, projector = build_on_meta(lambda: self._build_modules(n_features, 0))
-            load_state_strict(encoder, split_prefix(tensors, "encoder"), path)
-            if has_projector:
-                load_state_strict(projector, split_prefix(tensors, "projector"), path)
-        self.encoder_ = encoder.to(self._device()).eval()
-        self.projector_ = projector.to(self._device()).eval() if has_projector else None
-        self.n_features_in_ = n_features
-        return self
+        return self._load_file(path, init)
+
+    _architecture = ("n_components", "encoder", "projector", "norm_layer", "nesting_dims")
+
+    def _restore(self, tensors: dict[str, torch.Tensor], fitted: dict[str, Any], path: str | os.PathLike) -> dict:
+        n_features = check_int(fitted["n_features_in_"], "n_features_in_")
+        has_projector = check_choice(fitted["has_projector"], "has_projector", (True, False))
+        encoder, projector = build_on_meta(lambda: self._build_modules(n_features, 0))
+        load_state_strict(encoder, split_prefix(tensors, "encoder"), path)
+        if has_projector:
+            load_state_strict(projector, split_prefix(tensors, "projector"), path)
+        return {"encoder_": encoder, "projector_": projector if has_projector else None,
+                "n_features_in_": n_features}
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "encoder_")

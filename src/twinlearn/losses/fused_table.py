@@ -46,6 +46,76 @@ def fused_supported(loss: ContrastiveLoss, device: torch.device) -> bool:
     )
 
 
+def _sq_dist(W, a, b):  # pragma: no cover - compiled
+    sq = 0.0
+    for k in range(W.shape[1]):
+        diff = W[a, k] - W[b, k]
+        sq += diff * diff
+    return sq
+
+
+def _infonce_terms(Dp, D, wgt, spec):  # pragma: no cover - compiled
+    """ℓ = log(q⁺ + Σ q⁻)/ρ − log q⁺; writes each negative's ∂ℓ/∂d² (over c) into ``wgt``,
+    returns ``(ℓ, ∂ℓ/∂d²⁺)``."""
+    qp = 1.0 / Dp
+    denom = qp
+    for j in range(D.shape[0]):
+        wgt[j] = 1.0 / D[j]
+        denom += wgt[j]
+    inv = 1.0 / (denom * spec)
+    for j in range(D.shape[0]):
+        wgt[j] = -wgt[j] * wgt[j] * inv
+    return math.log(denom) / spec + math.log(Dp), qp * (1.0 - qp * inv)
+
+
+def _neg_terms(Dp, D, wgt, xi):  # pragma: no cover - compiled
+    """h = q/(q + ξ) = 1/(1 + ξD); ℓ = log(1 + ξD⁺) + Σ log((1 + ξD⁻)/(ξD⁻)), factors ≥ 1
+    folded before overflow; returns ``(ℓ, ∂ℓ/∂d²⁺, ∂ℓ/∂log ξ)``."""
+    inv_xi = 1.0 / xi
+    hp = 1.0 / (1.0 + xi * Dp)
+    prod = 1.0 + xi * Dp
+    dlog_xi = xi * Dp * hp
+    total = 0.0
+    for j in range(D.shape[0]):
+        one_plus = 1.0 + xi * D[j]
+        r_j = 1.0 / (D[j] * one_plus)  # = q·h
+        wgt[j] = -r_j
+        dlog_xi -= D[j] * r_j
+        prod *= one_plus * one_plus * r_j * inv_xi
+        if prod > 1e200:
+            total += math.log(prod)
+            prod = 1.0
+    return total + math.log(prod), xi * hp, dlog_xi
+
+
+def _umap_terms(Dp, D, wgt):  # pragma: no cover - compiled
+    """ℓ = −log q⁺ − Σ log(1 − q⁻), ``1 − q`` floored at ``_UMAP_FLOOR``."""
+    qp = 1.0 / Dp
+    prod = qp
+    total = 0.0
+    for j in range(D.shape[0]):
+        q = 1.0 / D[j]
+        one_minus = 1.0 - q
+        if one_minus > _UMAP_FLOOR:
+            prod *= one_minus
+            wgt[j] = -q * q / one_minus
+        else:
+            prod *= _UMAP_FLOOR
+            wgt[j] = 0.0
+        if prod < 1e-200:
+            total -= math.log(prod)
+            prod = 1.0
+    return total - math.log(prod), qp
+
+
+def _push(W, grad, a, b, w):  # pragma: no cover - compiled
+    """∂ℓ/∂a = w·(a − b), and the opposite for ``b``."""
+    for k in range(W.shape[1]):
+        diff = W[a, k] - W[b, k]
+        grad[a, k] += w * diff
+        grad[b, k] -= w * diff
+
+
 def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad, start, stop):  # pragma: no cover
     """Sum over anchors ``start..stop-1`` of the per-anchor loss; adds ``factor · ∂loss/∂W``
     into ``grad`` and returns ``(loss, ∂loss/∂log ξ)`` (the latter for NCE's learned ``log Z``).
@@ -57,98 +127,41 @@ def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, gr
     before one log; the rest of the loop's time is the latency of random table rows.
     """
     B, m = draws.shape
-    d = W.shape[1]
     rows = np.empty(m, np.int64)
     D = np.empty(m, np.float64)
     wgt = np.empty(m, np.float64)
     xi = math.exp(log_xi)
-    inv_xi = 1.0 / xi
     total = 0.0
     dlog_xi = 0.0
     for i in range(start, stop):
-        a = heads[i]
-        p = tails[i]
-        sq = 0.0
-        for k in range(d):
-            diff = W[a, k] - W[p, k]
-            sq += diff * diff
-        Dp = eps + c * sq
+        a, p = heads[i], tails[i]
+        Dp = eps + c * _sq_dist(W, a, p)
         for j in range(m):
             r = draws[i, j]
             r += r >= i
             r += r >= i + B
-            b = heads[r] if r < B else tails[r - B]
-            rows[j] = b
-            sq = 0.0
-            for k in range(d):
-                diff = W[a, k] - W[b, k]
-                sq += diff * diff
-            D[j] = eps + c * sq
+            rows[j] = heads[r] if r < B else tails[r - B]
+            D[j] = eps + c * _sq_dist(W, a, rows[j])
         # w_pos and wgt[j]: ∂ℓ/∂d² of the positive and of each negative, over c
         if mode == 0:
-            # ℓ = log(q⁺ + Σ q⁻)/ρ − log q⁺
-            qp = 1.0 / Dp
-            denom = qp
-            for j in range(m):
-                wgt[j] = 1.0 / D[j]
-                denom += wgt[j]
-            total += math.log(denom) / spec + math.log(Dp)
-            inv = 1.0 / (denom * spec)
-            w_pos = qp * (1.0 - qp * inv)
-            for j in range(m):
-                wgt[j] = -wgt[j] * wgt[j] * inv
+            loss, w_pos = _infonce_terms(Dp, D, wgt, spec)
         elif mode == 1 or mode == 2:
-            # h = q/(q + ξ) = 1/(1 + ξD); ℓ = log(1 + ξD⁺) + Σ log((1 + ξD⁻)/(ξD⁻)): factors ≥ 1,
-            # folded before overflow
-            hp = 1.0 / (1.0 + xi * Dp)
-            prod = 1.0 + xi * Dp
-            w_pos = xi * hp
-            dlog_xi += xi * Dp * hp
-            for j in range(m):
-                one_plus = 1.0 + xi * D[j]
-                r_j = 1.0 / (D[j] * one_plus)  # = q·h
-                wgt[j] = -r_j
-                dlog_xi -= D[j] * r_j
-                prod *= one_plus * one_plus * r_j * inv_xi
-                if prod > 1e200:
-                    total += math.log(prod)
-                    prod = 1.0
-            total += math.log(prod)
+            loss, w_pos, dlog = _neg_terms(Dp, D, wgt, xi)
+            dlog_xi += dlog
         else:
-            qp = 1.0 / Dp
-            prod = qp
-            w_pos = qp
-            for j in range(m):
-                q = 1.0 / D[j]
-                one_minus = 1.0 - q
-                if one_minus > _UMAP_FLOOR:
-                    prod *= one_minus
-                    wgt[j] = -q * q / one_minus
-                else:
-                    prod *= _UMAP_FLOOR
-                    wgt[j] = 0.0
-                if prod < 1e-200:
-                    total -= math.log(prod)
-                    prod = 1.0
-            total -= math.log(prod)
-        # ∂ℓ/∂a = 2c·w·(a − b) for each candidate b
-        w = 2.0 * c * w_pos * factor
-        for k in range(d):
-            diff = W[a, k] - W[p, k]
-            grad[a, k] += w * diff
-            grad[p, k] -= w * diff
+            loss, w_pos = _umap_terms(Dp, D, wgt)
+        total += loss
+        _push(W, grad, a, p, 2.0 * c * w_pos * factor)
         for j in range(m):
-            b = rows[j]
-            w = 2.0 * c * wgt[j] * factor
-            for k in range(d):
-                diff = W[a, k] - W[b, k]
-                grad[a, k] += w * diff
-                grad[b, k] -= w * diff
+            _push(W, grad, a, rows[j], 2.0 * c * wgt[j] * factor)
     return total, dlog_xi
 
 
 if HAVE_NUMBA:
-    _anchor_range = numba.njit(cache=True, nogil=True, error_model="numpy")(_anchor_range)
+    _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    _sq_dist, _infonce_terms, _neg_terms, _umap_terms, _push = (
+        _jit(f) for f in (_sq_dist, _infonce_terms, _neg_terms, _umap_terms, _push))
+    _anchor_range = _jit(_anchor_range)
 
 
 def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad, pool, n_chunks):

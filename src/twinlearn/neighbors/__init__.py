@@ -11,29 +11,22 @@ flat index), ``"hnsw"`` (faiss HNSW graph, approximate and fast), ``"ivfpq-low"`
 
 from __future__ import annotations
 
-import logging
-import time
-
 import numpy as np
 import torch
 
 from twinlearn.data.arrays import ArrayLike, validate_features
 from twinlearn.neighbors.exact import exact_knn
-from twinlearn.neighbors.faiss_index import PQ_SUBQUANTIZERS, faiss_knn
+from twinlearn.neighbors.faiss_index import faiss_knn
 from twinlearn.neighbors.graph import (
     check_knn_indices,
     fuzzy_union_edges,
     knn_to_sparse,
     membership_strengths,
     neighbor_distances,
+    positive_edges,
     symmetric_edges,
 )
-
-logger = logging.getLogger("twinlearn")
-
-KNN_METHODS = ("auto", "exact", "faiss", "hnsw", *(f"ivfpq-{k}" for k in PQ_SUBQUANTIZERS))
-KNN_METRICS = ("euclidean", "cosine")
-_AUTO_EXACT_MAX = 20000
+from twinlearn.neighbors.index import KNN_METHODS, KNN_METRICS, KNNIndex
 
 
 def check_knn_method(method: str) -> str:
@@ -89,23 +82,12 @@ def compute_knn(
     check_knn_method(method)
     if metric not in KNN_METRICS:
         raise ValueError(f"unknown kNN metric {metric!r}; choose 'euclidean' or 'cosine'")
-    n = X.shape[0]
-    check_n_neighbors(n_neighbors, n)
-    if method == "auto":
-        method = "exact" if n <= _AUTO_EXACT_MAX or device.type == "cuda" else "hnsw"
-    start = time.perf_counter()
-    if method == "exact":
-        idx, dist = exact_knn(X, n_neighbors, metric=metric, device=device)
-        idx, dist = idx.cpu().numpy(), dist.cpu().numpy()
-    else:
-        idx, dist = faiss_knn(
-            X, n_neighbors, method="flat" if method == "faiss" else method, metric=metric, seed=seed
-        )
-    logger.info("kNN (%s, k=%d) of %d points: %.1f s", method, n_neighbors, n, time.perf_counter() - start)
-    return idx, dist
+    check_n_neighbors(n_neighbors, X.shape[0])
+    return KNNIndex(method, metric, device, seed).build(X).query_self(n_neighbors)
 
 
 __all__ = [
+    "KNNIndex",
     "KNN_METHODS",
     "check_knn_indices",
     "check_knn_method",
@@ -117,5 +99,6 @@ __all__ = [
     "knn_to_sparse",
     "membership_strengths",
     "neighbor_distances",
+    "positive_edges",
     "symmetric_edges",
 ]

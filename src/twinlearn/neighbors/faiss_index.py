@@ -82,6 +82,48 @@ def drop_self(
     return indices[keep].reshape(n, k), distances[keep].reshape(n, k)
 
 
+def build_faiss_index(
+    X: ArrayLike, *, method: str = "flat", metric: str = "euclidean", k: int = 16, seed: int = 0,
+    chunk_rows: int = 16384,
+):
+    """A faiss index over the rows of ``X``, added in chunks (a memmap is read block by block).
+
+    ``method`` is ``"flat"`` (exact), ``"hnsw"`` (graph, M=32, efSearch max(64, 2k)), or
+    ``"ivfpq-low"``, ``"ivfpq-medium"``, ``"ivfpq-high"`` (product quantization with 32/16/8
+    sub-quantizers, trained on a random sample rather than the first rows; the best ``4·k``
+    candidates are re-ranked by exact distance). ``k`` is the number of results queries will ask.
+    """
+    n, d = X.shape
+    index = _build_index(d, method, metric, n, k)
+    if not index.is_trained:
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, size=_n_train(n), replace=False))
+        index.train(_as_float32(X[sample], metric))
+    for block in iter_row_chunks(X, chunk_rows):
+        index.add(_as_float32(block, metric))
+    return index
+
+
+def search_faiss(
+    index, Q: ArrayLike, k: int, *, metric: str = "euclidean", chunk_rows: int = 16384
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest indexed rows of every row of ``Q``: int64 indices and float32
+    distances (squared Euclidean, or cosine distances for ``metric="cosine"``), searched in
+    chunks into preallocated outputs. Approximate indexes may return -1 for too few hits:
+    see :func:`fill_missing`."""
+    n = Q.shape[0]
+    dist = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((n, k), dtype=np.int64)
+    start = 0
+    for block in iter_row_chunks(Q, chunk_rows):
+        D, I = index.search(_as_float32(block, metric), k)
+        dist[start : start + len(block)], idx[start : start + len(block)] = D, I
+        start += len(block)
+    if metric == "cosine":
+        dist = 1.0 - dist
+    return idx, dist
+
+
 def faiss_knn(
     X: ArrayLike,
     n_neighbors: int,
@@ -91,38 +133,16 @@ def faiss_knn(
     seed: int = 0,
     chunk_rows: int = 16384,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Neighbours of every row of ``X`` among the other rows, via a faiss index.
-
-    ``method`` is ``"flat"`` (exact), ``"hnsw"`` (graph, M=32, efSearch max(64, 2k)), or ``"ivfpq-low"``,
-    ``"ivfpq-medium"``, ``"ivfpq-high"`` (product quantization with 32/16/8 sub-quantizers,
-    trained on a random sample rather than the first rows; the best ``4·k`` candidates are
-    re-ranked by exact distance).
-    Distances are squared Euclidean, or cosine distances for ``metric="cosine"``.
-    """
-    n, d = X.shape
-    index = _build_index(d, method, metric, n, n_neighbors + 1)
-    if not index.is_trained:
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=_n_train(n), replace=False))
-        index.train(_as_float32(X[sample], metric))
-    for block in iter_row_chunks(X, chunk_rows):
-        index.add(_as_float32(block, metric))
-    k1 = min(n_neighbors + 1, n)
-    dist = np.empty((n, k1), dtype=np.float32)
-    idx = np.empty((n, k1), dtype=np.int64)
-    start = 0
-    for block in iter_row_chunks(X, chunk_rows):
-        D, I = index.search(_as_float32(block, metric), k1)
-        dist[start : start + len(block)], idx[start : start + len(block)] = D, I
-        start += len(block)
-    if metric == "cosine":
-        dist = 1.0 - dist
-    idx, dist = drop_self(idx, dist, n_neighbors)
-    _fill_missing(idx, dist)
+    """Neighbours of every row of ``X`` among the other rows, via a faiss index (see
+    :func:`build_faiss_index` for the methods)."""
+    k1 = min(n_neighbors + 1, X.shape[0])
+    index = build_faiss_index(X, method=method, metric=metric, k=k1, seed=seed, chunk_rows=chunk_rows)
+    idx, dist = drop_self(*search_faiss(index, X, k1, metric=metric, chunk_rows=chunk_rows), n_neighbors)
+    fill_missing(idx, dist)
     return idx, dist
 
 
-def _fill_missing(idx: np.ndarray, dist: np.ndarray) -> None:
+def fill_missing(idx: np.ndarray, dist: np.ndarray) -> None:
     """Approximate indexes can return -1 for too few hits: repeat the row's nearest result."""
     missing = idx < 0
     if missing.any():

@@ -150,3 +150,36 @@ def neighbor_distances(X, indices: np.ndarray, chunk_rows: int = 1024) -> np.nda
         others = to_tensor(X[nbrs.ravel()], cpu).reshape(len(nbrs), k, -1)
         out[start : start + len(nbrs)] = (rows[:, None, :] - others).norm(dim=2).numpy()
     return out
+
+
+def positive_edges(
+    X, graph: object, *, index, n_neighbors: int, fuzzy: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Directed edges ``(heads, tails)`` of the symmetrised neighbour graph of ``X`` and their
+    weights (``None`` for a binary graph): CNE's positive pairs.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    graph : None, int array of shape (n_samples, k) or scipy sparse matrix
+        ``None``: the ``n_neighbors`` nearest neighbours from ``index``; an index array: those
+        neighbours (their distances computed from ``X`` for fuzzy weights); a sparse matrix:
+        its nonzero pattern (binary).
+    index : KNNIndex
+        Built on ``X``; used when ``graph`` is None.
+    n_neighbors : int
+    fuzzy : bool
+        UMAP's fuzzy union weights (:func:`fuzzy_union_edges`) instead of a binary union.
+    """
+    n = X.shape[0]
+    if scipy.sparse.issparse(graph):
+        return (*symmetric_edges(graph, n), None)
+    if graph is None:
+        idx, dist = index.query_self(n_neighbors)
+        dist = np.sqrt(np.maximum(dist, 0))
+    else:
+        idx = check_knn_indices(graph, n)
+        dist = neighbor_distances(X, idx) if fuzzy else None
+    if fuzzy:
+        return fuzzy_union_edges(idx, dist)
+    return (*symmetric_edges(idx, n), None)

@@ -2,5 +2,6 @@
 
 from twinlearn.pairs.base import PairSource
 from twinlearn.pairs.knn import EdgePairSource, KNNPairSource
+from twinlearn.pairs.loader import LoaderPairSource
 
-__all__ = ["EdgePairSource", "KNNPairSource", "PairSource"]
+__all__ = ["EdgePairSource", "KNNPairSource", "LoaderPairSource", "PairSource"]

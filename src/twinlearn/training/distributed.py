@@ -48,6 +48,16 @@ def init_from_env(backend: str | None = None) -> None:
         dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
 
 
+def require_processes(n: int) -> None:
+    """Join the process group for ``n > 1`` processes (``devices=n``), or say how to launch."""
+    if n <= 1:
+        return
+    init_from_env()
+    if world_size() != n:
+        raise ValueError(f"devices={n} needs as many processes: launch with "
+                         f"torchrun --nproc_per_node={n} (found {world_size()})")
+
+
 def all_gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Rows of ``x`` from every process, concatenated in rank order, differentiable; and the
     offset of this process's rows. Every process must pass the same shape."""
@@ -66,6 +76,13 @@ def mean_across_processes(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value)
     return value / world_size()
+
+
+def local_device(device: torch.device) -> torch.device:
+    """This process's GPU under a multi-GPU launch (``$LOCAL_RANK``), ``device`` otherwise."""
+    if device.type == "cuda" and is_distributed():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank())))
+    return device
 
 
 def wrap_ddp(module: nn.Module) -> nn.Module:

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from twinlearn.data.arrays import FeatureStore
+from twinlearn.encoders.table import IndexRows
 
 
 class TwinObjective(nn.Module):
@@ -53,3 +54,42 @@ class ViewPairObjective(nn.Module):
         view1, view2 = batch
         z = self.network(torch.cat([view1, view2]))
         return self.loss(z[: view1.shape[0]], z[view1.shape[0] :])
+
+
+class PairObjective(nn.Module):
+    """``loss(model(a), model(b))`` for contrastive pairs.
+
+    Integer index batches (kNN edges) go through the model once per distinct index: rows are
+    gathered from ``store`` (or the indices themselves are the input, for a table), embedded,
+    and scattered back — an edge batch repeats many points, so this saves forward work.
+    Other inputs (two augmented views) go through the model as one concatenated batch.
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module, store: FeatureStore | None = None) -> None:
+        super().__init__()
+        self.encoder = model
+        self.loss = loss
+        self.store = store if store is not None else IndexRows()
+        self._rows: torch.Tensor | None = None
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """The store's rows ``idx``, written into one reused buffer for in-memory data (the
+        trainer runs backward before the next forward, so the rows saved for the gradient are
+        never overwritten while needed; a second forward first raises autograd's in-place
+        error)."""
+        data = self.store.on_device if isinstance(self.store, FeatureStore) else None
+        if data is None:
+            return self.store.gather(idx)
+        if self._rows is None or self._rows.shape[0] < idx.shape[0]:
+            self._rows = data.new_empty((idx.shape[0], data.shape[1]))
+        return self.store.gather(idx, out=self._rows[: idx.shape[0]])
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        a, b = batch
+        both = torch.cat([a, b])
+        if both.ndim == 1 and not both.is_floating_point():
+            uniq, inverse = torch.unique(both, return_inverse=True)
+            z = self.encoder(self._gather(uniq))[inverse]
+        else:
+            z = self.encoder(both)
+        return self.loss(z[: a.shape[0]], z[a.shape[0] :])

@@ -91,3 +91,4 @@ def linear_decay(total_steps: int, min_factor: float = 0.0, warmup_steps: int = 
 def constant() -> Callable[[int], float]:
     """No schedule."""
     return lambda step: 1.0
+

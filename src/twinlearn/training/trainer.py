@@ -8,6 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from twinlearn import io
+from twinlearn._device import torch_threads
 from twinlearn.pairs.base import PairSource
 from twinlearn.training import distributed
 
@@ -22,10 +24,30 @@ logger = logging.getLogger("twinlearn")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 Callback = Callable[["Trainer", int, float], None]
+Schedule = Callable[[int], float]
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite."""
+    """The loss or the trained weights became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of a multi-stage run (t-SimCNE's three stages).
+
+    Attributes
+    ----------
+    n_epochs : int
+        Epochs of the stage (0 allowed: the stage is entered, then left at once).
+    enter : callable
+        ``enter(trainer) -> (optimizer, schedule)``, called once when the stage begins, and
+        again when a resumed run is rebuilt to a checkpoint inside or after it: it changes the
+        objective as the stage needs (freeze, replace a layer) and returns the stage's
+        optimizer and its LR schedule, a function of the step counted from the stage's start.
+    """
+
+    n_epochs: int
+    enter: Callable[["Trainer"], tuple[torch.optim.Optimizer, Schedule]]
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -78,6 +100,13 @@ class Trainer:
         ``>= 1`` shows a progress bar over epochs.
     print_every : int
         Log the loss every this many steps (each log is a device sync); 0 = never.
+    num_threads : int, optional
+        Torch threads while training (the fused CPU kernel threads itself and wants 1).
+
+    A run in stages (t-SimCNE) is built with :meth:`in_stages`: each :class:`Stage` brings its
+    own optimizer and schedule, and a checkpoint taken inside any stage resumes there.
+    At the end of :meth:`fit` every trained weight is checked: NaN or infinite weights (a
+    last step that diverged, whose loss was still finite) raise :class:`TrainingDiverged`.
 
     A callback with an ``on_step_end(trainer)`` method is also called after every optimizer
     step (``trainer.step`` already counts it), e.g. the EMA target update of BYOL/ReLIC.
@@ -99,6 +128,7 @@ class Trainer:
         checkpoint_meta: dict[str, Any] | None = None,
         verbose: int = 0,
         print_every: int = 0,
+        num_threads: int | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: choose one of {PRECISIONS}")
@@ -116,12 +146,16 @@ class Trainer:
         self.checkpoint_meta = checkpoint_meta or {}
         self.verbose = verbose
         self.print_every = print_every
+        self.num_threads = num_threads
+        self.stages: list[Stage] = []
+        self._stage = -1
+        self._stage_start_step = 0
         self.epoch = 0
         self.step = 0
         self.loss_history: list[float] = []
         self.epoch_seconds: list[float] = []
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
+        if optimizer is not None:
+            self._use_optimizer(optimizer)
         self._scaler = torch.amp.GradScaler(self._device.type, enabled=self.precision == "fp16")
 
     @property
@@ -134,8 +168,40 @@ class Trainer:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self._device.type, dtype=dtype)
 
+    @classmethod
+    def in_stages(cls, objective: nn.Module, pair_source: PairSource, stages: Sequence[Stage],
+                  **options: Any) -> "Trainer":
+        """A trainer that runs ``stages`` one after the other (``options`` as for ``__init__``)."""
+        trainer = cls(objective, pair_source, None, None, sum(s.n_epochs for s in stages), **options)
+        trainer.stages = list(stages)
+        return trainer
+
+    def _use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.optimizer = optimizer
+
+    def stage_of(self, epoch: int) -> int:
+        """Index of the stage that trains epoch ``epoch`` (0-based); the last for the end."""
+        end = 0
+        for index, stage in enumerate(self.stages):
+            end += stage.n_epochs
+            if epoch < end:
+                return index
+        return len(self.stages) - 1
+
+    def _enter_stages_up_to(self, index: int) -> None:
+        """Enter every stage after the current one up to ``index``, in order (a stage of 0
+        epochs still changes the objective for the next)."""
+        while self._stage < index:
+            self._stage += 1
+            optimizer, self.schedule = self.stages[self._stage].enter(self)
+            self._use_optimizer(optimizer)
+            start_epoch = sum(s.n_epochs for s in self.stages[: self._stage])
+            self._stage_start_step = start_epoch * self.steps_per_epoch
+
     def _set_lr(self) -> None:
-        factor = self.schedule(self.step)
+        factor = self.schedule(self.step - self._stage_start_step)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
 
@@ -181,7 +247,27 @@ class Trainer:
         return mean
 
     def fit(self) -> "Trainer":
-        """Train from the current epoch up to ``n_epochs``."""
+        """Train from the current epoch up to ``n_epochs``; then check the weights."""
+        threads = torch_threads(self.num_threads) if self.num_threads else contextlib.nullcontext()
+        with threads:
+            self._fit_epochs()
+        if self.stages:  # trailing stages of 0 epochs still change the objective
+            self._enter_stages_up_to(len(self.stages) - 1)
+        self.check_weights()
+        return self
+
+    def check_weights(self) -> None:
+        """Raise :class:`TrainingDiverged` if a trained weight (or a buffer such as an EMA
+        target's) is NaN or infinite."""
+        state = self.objective.state_dict()
+        bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged: {len(bad)} weight tensor(s) became NaN or infinite (first: "
+                f"{bad[0]}) by epoch {self.epoch}; lower the learning rate or use precision='fp32'"
+            )
+
+    def _fit_epochs(self) -> None:
         bar = None
         if self.verbose and distributed.is_main_process():
             from tqdm.auto import tqdm
@@ -189,6 +275,8 @@ class Trainer:
             bar = tqdm(total=self.n_epochs, initial=self.epoch, desc="training", unit="epoch")
         try:
             while self.epoch < self.n_epochs:
+                if self.stages:
+                    self._enter_stages_up_to(self.stage_of(self.epoch))
                 for callback in self.callbacks:
                     if hasattr(callback, "on_epoch_start"):
                         callback.on_epoch_start(self, self.epoch)
@@ -203,7 +291,6 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        return self
 
     # --- checkpoints ------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -232,6 +319,9 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
         """Restore weights, optimizer, RNG and counters from ``path``; return its metadata."""
         tensors, meta = io.load_tensors(path, kind="checkpoint")
+        self._check_fingerprint(meta, path)
+        if self.stages:  # rebuild the objective and optimizer of the checkpoint's stage
+            self._enter_stages_up_to(self.stage_of(max(int(meta["epoch"]) - 1, 0)))
         try:
             self.objective.load_state_dict(io.split_prefix(tensors, "objective"))
         except RuntimeError as err:
@@ -243,6 +333,19 @@ class Trainer:
         self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
         self.loss_history = list(meta["loss_history"])
         return meta
+
+    def _check_fingerprint(self, meta: dict[str, Any], path: str | os.PathLike) -> None:
+        """Refuse a checkpoint of another run: other data, other settings or another class
+        (``checkpoint_meta`` holds this run's; checkpoints store it)."""
+        for key in ("class", "fingerprint"):
+            mine, theirs = self.checkpoint_meta.get(key), meta.get(key)
+            if mine is not None and theirs != mine:
+                what = "model class" if key == "class" else "data or settings"
+                raise ValueError(
+                    f"{path} is a checkpoint of another run (its {what} differ from this fit's); "
+                    "remove it or use another output_folder to start afresh, or fit with the "
+                    "same data and parameters to resume it"
+                )
 
     def _maybe_checkpoint(self) -> None:
         if self.checkpoint_dir is None or not distributed.is_main_process():

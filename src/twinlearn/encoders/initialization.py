@@ -1,0 +1,85 @@
+"""Initial coordinates of a non-parametric embedding (openTSNE's ``initialization`` module):
+PCA (the default), a spectral embedding of the neighbour graph (UMAP's default), or random."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse
+import torch
+
+INITS = ("pca", "spectral", "random")
+#: standard deviation of random initial coordinates (openTSNE's)
+RANDOM_STD = 1e-4
+
+
+def pca_init(X: np.ndarray | torch.Tensor, n_components: int, seed: int) -> np.ndarray:
+    """PCA scores scaled so the first component has standard deviation 1 (CNE's default
+    initialisation; later components keep their relative scale)."""
+    from sklearn.decomposition import PCA
+
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    k = min(n_components, X.shape[0], X.shape[1])
+    solver = "randomized" if min(X.shape) > 4 * k else "full"
+    # data without variance (all rows equal) is valid: its scores are 0, and sklearn's
+    # explained-variance ratio 0/0 would only warn about an attribute not used here
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = PCA(k, svd_solver=solver, random_state=seed % 2**32).fit_transform(
+            np.asarray(X, dtype=np.float32)
+        )
+    std = scores[:, 0].std()
+    scores = scores / (std if std > 0 else 1.0)
+    if k < n_components:
+        # more output dims than the data has: a zero column would get no gradient ever
+        noise = np.random.default_rng(seed).normal(scale=1e-4, size=(X.shape[0], n_components - k))
+        scores = np.hstack([scores, noise])
+    return scores.astype(np.float32)
+
+
+def spectral_init(graph: scipy.sparse.spmatrix, n_components: int, seed: int) -> np.ndarray:
+    """Laplacian eigenmaps of the symmetric neighbour graph, scaled as :func:`pca_init` (the
+    first coordinate has standard deviation 1). A graph whose eigenproblem does not converge
+    (disconnected pieces can stall it) falls back to random coordinates with a warning."""
+    from sklearn.manifold import spectral_embedding
+
+    try:
+        Y = spectral_embedding(graph, n_components=n_components, random_state=seed % 2**32, drop_first=True)
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as err:
+        warnings.warn(f"spectral initialisation failed ({err}); using random coordinates", stacklevel=3)
+        return random_init(graph.shape[0], n_components, seed)
+    std = Y[:, 0].std()
+    return (Y / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def random_init(n_samples: int, n_components: int, seed: int) -> np.ndarray:
+    """Gaussian coordinates with standard deviation ``RANDOM_STD``."""
+    return (np.random.default_rng(seed).normal(size=(n_samples, n_components)) * RANDOM_STD).astype(np.float32)
+
+
+def check_init(init: object, n_samples: int, n_components: int) -> np.ndarray | str:
+    """``init`` as one of :data:`INITS` or as an ``(n_samples, n_components)`` float array."""
+    from twinlearn.data.arrays import validate_features
+
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not supported; give one of {INITS} or an array")
+        return init
+    init = validate_features(init, name="init")
+    init = init.cpu().numpy() if isinstance(init, torch.Tensor) else np.asarray(init)
+    if init.shape != (n_samples, n_components):
+        raise ValueError(f"init has shape {init.shape}, expected (n_samples, n_components) = "
+                         f"({n_samples}, {n_components})")
+    return init
+
+
+def initial_coordinates(
+    kind: str, X: np.ndarray | torch.Tensor, graph: scipy.sparse.spmatrix, n_components: int, seed: int
+) -> np.ndarray:
+    """``"pca"``, ``"spectral"`` (of ``graph``) or ``"random"`` coordinates for the rows of ``X``."""
+    if kind == "pca":
+        return pca_init(X, n_components, seed)
+    if kind == "spectral":
+        return spectral_init(graph, n_components, seed)
+    return random_init(X.shape[0], n_components, seed)

@@ -1,0 +1,112 @@
+"""One nearest-neighbour index object (as openTSNE's ``KNNIndex``): build it on a database once,
+then ask for the neighbours of the database's own rows (the kNN graph) or of new rows (placing
+new points, evaluation metrics)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from twinlearn.data.arrays import ArrayLike
+from twinlearn.neighbors.exact import exact_knn
+from twinlearn.neighbors.faiss_index import (
+    PQ_SUBQUANTIZERS,
+    build_faiss_index,
+    drop_self,
+    fill_missing,
+    search_faiss,
+)
+
+logger = logging.getLogger("twinlearn")
+
+KNN_METHODS = ("auto", "exact", "faiss", "hnsw", *(f"ivfpq-{k}" for k in PQ_SUBQUANTIZERS))
+KNN_METRICS = ("euclidean", "cosine")
+#: "auto" searches exactly up to this many points (and always on a GPU), with HNSW above
+AUTO_EXACT_MAX = 20000
+
+
+class KNNIndex:
+    """Nearest neighbours among the rows of a database.
+
+    Parameters
+    ----------
+    method : str, default="auto"
+        ``"exact"`` (blocked torch matmul on ``device``), ``"faiss"`` (faiss exact flat index),
+        ``"hnsw"`` (faiss HNSW, approximate and fast), ``"ivfpq-low|medium|high"`` (faiss
+        IVF-PQ) or ``"auto"`` (exact up to 20 000 points or on a GPU, HNSW above).
+    metric : {"euclidean", "cosine"}
+        Distances are squared Euclidean, or cosine distances ``1 - cos``.
+    device : torch.device
+        Where the exact method computes.
+    seed : int
+        Seed of index training (IVF-PQ).
+
+    Examples
+    --------
+    >>> index = KNNIndex("hnsw").build(X)                 # doctest: +SKIP
+    >>> graph, dist = index.query_self(15)                # each row's 15 nearest other rows
+    >>> nbrs, _ = index.query(X_new, 15)                  # nearest database rows of new rows
+    """
+
+    def __init__(self, method: str = "auto", metric: str = "euclidean",
+                 device: torch.device = torch.device("cpu"), seed: int = 0) -> None:
+        if method not in KNN_METHODS:
+            raise ValueError(f"unknown kNN method {method!r}; choose one of {', '.join(KNN_METHODS)}")
+        if metric not in KNN_METRICS:
+            raise ValueError(f"unknown kNN metric {metric!r}; choose 'euclidean' or 'cosine'")
+        self.method, self.metric, self.device, self.seed = method, metric, device, seed
+        self._data: ArrayLike | None = None
+        self._faiss = None
+
+    def build(self, X: ArrayLike) -> "KNNIndex":
+        """Index the rows of ``X`` (validated by the caller); a memmap is read in blocks."""
+        self._data = X
+        self._faiss = None
+        if self.method == "auto":
+            exact = X.shape[0] <= AUTO_EXACT_MAX or self.device.type == "cuda"
+            self.method = "exact" if exact else "hnsw"
+        return self
+
+    @property
+    def n_samples(self) -> int:
+        if self._data is None:
+            raise RuntimeError("build the index first")
+        return int(self._data.shape[0])
+
+    def _faiss_index(self, k: int):
+        if self._faiss is None:
+            kind = "flat" if self.method in ("exact", "faiss") else self.method
+            self._faiss = build_faiss_index(self._data, method=kind, metric=self.metric, k=k, seed=self.seed)
+        return self._faiss
+
+    def query_self(self, k: int, on_device: bool = False) -> tuple[np.ndarray | torch.Tensor, ...]:
+        """The ``k`` nearest *other* rows of every database row (self removed by index, so
+        duplicates of a point are still found): int64 indices and float32 distances, as NumPy
+        arrays, or with ``on_device`` as tensors on ``device`` (an exact search on a GPU then
+        never leaves it)."""
+        start = time.perf_counter()
+        if self.method == "exact":
+            idx, dist = exact_knn(self._data, k, metric=self.metric, device=self.device)
+            if not on_device:
+                idx, dist = idx.cpu().numpy(), dist.cpu().numpy()
+        else:
+            k1 = min(k + 1, self.n_samples)
+            found = search_faiss(self._faiss_index(k1), self._data, k1, metric=self.metric)
+            idx, dist = drop_self(*found, k)
+            fill_missing(idx, dist)
+            if on_device:
+                idx, dist = torch.from_numpy(idx).to(self.device), torch.from_numpy(dist).to(self.device)
+        logger.info("kNN (%s, k=%d) of %d points: %.1f s", self.method, k, self.n_samples,
+                    time.perf_counter() - start)
+        return idx, dist
+
+    def query(self, Q: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest database rows of every row of ``Q`` (exact searches use a faiss
+        flat index built once)."""
+        k = min(k, self.n_samples)
+        idx, dist = search_faiss(self._faiss_index(k), Q, k, metric=self.metric)
+        fill_missing(idx, dist)
+        return idx, dist
