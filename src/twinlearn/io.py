@@ -300,15 +300,17 @@ def optimizer_to_tensors(
 
 
 def fits_like(value: object, reference: object) -> bool:
-    """Whether ``value`` (read from a file) can stand where ``reference`` stands: the same type
-    (any finite number for a number), and for a sequence the same length, item by item."""
+    """Whether ``value`` (read from a file) can stand where ``reference`` stands: any finite
+    number for a number, the same length item by item for a sequence, and the same value for
+    a flag (bool, None, str: a crafted ``capturable`` or ``differentiable`` made the next
+    optimizer step fail)."""
     if isinstance(reference, (list, tuple)):
         return (isinstance(value, (list, tuple)) and len(value) == len(reference)
                 and all(map(fits_like, value, reference)))
     if isinstance(reference, (int, float)) and not isinstance(reference, bool):
         return (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and (math.isfinite(value) or value == reference))
-    return type(value) is type(reference)
+    return type(value) is type(reference) and value == reference
 
 
 def _probe_state(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:

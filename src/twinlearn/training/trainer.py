@@ -230,19 +230,53 @@ class Trainer:
         io.save_tensors(path, tensors, meta)
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
-        """Restore weights, optimizer, RNG and counters from ``path``; return its metadata."""
+        """Restore weights, optimizer, RNG and counters from ``path``; return its metadata.
+
+        Everything is checked before anything changes: a checkpoint of another model or run
+        (tensors, optimizer state, an epoch beyond ``n_epochs``, a step count or loss history
+        that disagree with it) gets a ``ValueError`` naming the file, and the trainer stays as
+        it was.
+        """
         tensors, meta = io.load_tensors(path, kind="checkpoint")
-        try:
-            self.objective.load_state_dict(io.split_prefix(tensors, "objective"))
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {path} does not match this model: {err}") from err
-        io.optimizer_from_tensors(self.optimizer, io.split_prefix(tensors, "optimizer"), meta["optimizer"])
-        self.pair_source.generator.set_state(tensors["rng.pair_source"])
-        if meta.get("scaler"):
-            self._scaler.load_state_dict(meta["scaler"])
-        self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
-        self.loss_history = list(meta["loss_history"])
+        epoch, step, history = self._checked_counters(meta, path)
+        unknown = sorted(k for k in tensors if k != "rng.pair_source"
+                         and not k.startswith(("objective.", "optimizer.")))
+        if unknown:
+            raise ValueError(f"checkpoint {path} holds tensors this trainer has not: {unknown[:5]}")
+        objective = _checked_objective_state(self.objective, tensors, path)
+        optimizer = io.optimizer_state(
+            self.optimizer, io.split_prefix(tensors, "optimizer"), meta.get("optimizer"), path
+        )
+        generator = self.pair_source.generator
+        rng = _checked_rng_state(generator, tensors.get("rng.pair_source"), path)
+        scaler = _checked_scaler_state(self._scaler, meta.get("scaler"), path)
+        self.objective.load_state_dict(objective)
+        self.optimizer.load_state_dict(optimizer)
+        generator.set_state(rng)
+        if scaler is not None:
+            self._scaler.load_state_dict(scaler)
+        self.epoch, self.step, self.loss_history = epoch, step, history
         return meta
+
+    def _checked_counters(self, meta: dict[str, Any], path: object) -> tuple[int, int, list[float]]:
+        """Epoch, step and loss history of a checkpoint, consistent with each other and this run
+        (an epoch beyond ``n_epochs`` would silently skip training)."""
+        owner = self.checkpoint_meta.get("class")
+        if owner is not None and meta.get("class") != owner:
+            raise ValueError(f"{path} is a checkpoint of {meta.get('class')!r}, not of {owner!r}")
+        epoch, step, history = meta.get("epoch"), meta.get("step"), meta.get("loss_history")
+        if not _is_int(epoch) or not 0 <= epoch <= self.n_epochs:
+            raise ValueError(f"{path} is at epoch {epoch!r}; this run has 0 to {self.n_epochs}")
+        expected = epoch * self.steps_per_epoch
+        if not _is_int(step) or step != expected:
+            raise ValueError(f"{path} is at step {step!r}, but {epoch} epochs of "
+                             f"{self.steps_per_epoch} steps make {expected}")
+        if not isinstance(history, list) or len(history) != epoch or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in history
+        ):
+            raise ValueError(f"{path} does not hold a loss history of {epoch} finite numbers")
+        return epoch, step, [float(v) for v in history]
 
     def _maybe_checkpoint(self) -> None:
         if self.checkpoint_dir is None or not distributed.is_main_process():
@@ -250,3 +284,57 @@ class Trainer:
         self.save_checkpoint(self.checkpoint_dir / "latest_snapshot.safetensors")
         if self.snapshot_freq and self.epoch % self.snapshot_freq == 0:
             self.save_checkpoint(self.checkpoint_dir / f"snapshot_{self.epoch}.safetensors")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_objective_state(
+    objective: nn.Module, tensors: dict[str, torch.Tensor], path: object
+) -> dict[str, torch.Tensor]:
+    """The objective's state from a checkpoint: this model's keys, shapes and dtypes, finite."""
+    state, mine = io.split_prefix(tensors, "objective"), objective.state_dict()
+    if set(state) != set(mine):
+        raise ValueError(
+            f"checkpoint {path} does not match this model: missing "
+            f"{sorted(set(mine) - set(state))[:5]}, unexpected {sorted(set(state) - set(mine))[:5]}"
+        )
+    for key, value in state.items():
+        want = mine[key]
+        if (value.shape != want.shape or value.dtype != want.dtype
+                or (value.is_floating_point() and not bool(torch.isfinite(value).all()))):
+            raise ValueError(
+                f"checkpoint {path} does not match this model: {key!r} is {value.dtype} of shape "
+                f"{tuple(value.shape)}, expected finite {want.dtype} of shape {tuple(want.shape)}"
+            )
+    return state
+
+
+def _checked_rng_state(generator: torch.Generator, value: object, path: object) -> torch.Tensor:
+    """A generator state that ``generator`` accepts (tried on a scratch generator first)."""
+    want = generator.get_state()
+    if (not isinstance(value, torch.Tensor) or value.dtype != torch.uint8
+            or value.shape != want.shape):
+        raise ValueError(f"{path} has no valid random generator state "
+                         f"(uint8 of shape {tuple(want.shape)} expected)")
+    try:
+        torch.Generator(device=generator.device).set_state(value)
+    except RuntimeError as err:
+        raise ValueError(f"{path} has an invalid random generator state: {err}") from err
+    return value
+
+
+def _checked_scaler_state(
+    scaler: torch.amp.GradScaler, saved: object, path: object
+) -> dict[str, Any] | None:
+    """The fp16 loss scaler's state to load, or ``None``: a disabled scaler (an fp16 run resumed
+    in fp32) has nothing to load, and an fp32 checkpoint leaves an fp16 run's scaler fresh."""
+    if not scaler.is_enabled() or saved is None:
+        return None
+    mine = scaler.state_dict()
+    if not (isinstance(saved, dict) and set(saved) == set(mine)
+            and all(io.fits_like(saved[k], mine[k]) for k in mine) and saved["scale"] > 0
+            and all(_is_int(saved[k]) for k in ("growth_interval", "_growth_tracker"))):
+        raise ValueError(f"{path} has an invalid fp16 gradient scaler state: {saved!r:.200}")
+    return saved
