@@ -102,9 +102,7 @@ def _unreadable(path: Path, reason: object) -> ValueError:
                       f"may be truncated, corrupt or a pickle, which is never loaded): {reason}")
 
 
-def _parse_safetensors(
-    data: bytes, path: Path
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _parse_safetensors(data: bytes, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and the string metadata of a safetensors file held in ``data``."""
     header_end = 8 + int.from_bytes(data[:8], "little")
     if len(data) < 8 or header_end > len(data):
@@ -284,9 +282,7 @@ def add_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
 
 
 # --- optimizer state --------------------------------------------------------------------------
-def optimizer_to_tensors(
-    optimizer: torch.optim.Optimizer,
-) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Flatten an optimizer's state dict into tensors plus a JSON-serialisable remainder."""
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
