@@ -21,6 +21,9 @@ import torch
 
 from twinlearn.data.datasets import find_shared_data
 
+#: the largest image side (``image_size``, or ``image_size_`` in a model file): 8192x8192 RGB
+#: is already 805 MB per image as floats
+MAX_IMAGE_SIDE = 8192
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -49,7 +52,9 @@ def _check_float_pixels(values: np.ndarray | torch.Tensor, what: str) -> None:
 
 
 def check_image_size(image_size: object, name: str = "image_size") -> tuple[int, int] | None:
-    """``None``, a positive int or a ``(height, width)`` pair of positive ints, as ``(H, W)``."""
+    """``None``, an int or a ``(height, width)`` pair of ints in [1, ``MAX_IMAGE_SIDE``], as
+    ``(H, W)``. The bound holds for sizes read from a model file too: one image resized to a
+    crafted size of 10**5 asked for tens of GiB before anything else failed."""
     if image_size is None:
         return None
     pair = (image_size, image_size) if isinstance(image_size, numbers.Integral) else image_size
@@ -57,10 +62,12 @@ def check_image_size(image_size: object, name: str = "image_size") -> tuple[int,
         isinstance(image_size, (str, bytes, bool))
         or not isinstance(pair, Sequence)
         or len(pair) != 2
-        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in pair)
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                   and 1 <= v <= MAX_IMAGE_SIDE for v in pair)
     ):
         raise ValueError(
-            f"{name} must be None, a positive int or (height, width) of positive ints, got {image_size!r}"
+            f"{name} must be None, an int or (height, width) of ints in [1, {MAX_IMAGE_SIDE}], "
+            f"got {image_size!r:.100}"
         )
     return int(pair[0]), int(pair[1])
 

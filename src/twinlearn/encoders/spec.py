@@ -17,6 +17,11 @@ from twinlearn.encoders.mlp import mlp
 
 SPEC_TYPES = ("linear", "flinear", "mlp")
 NORM_LAYERS = ("BN", "LN")
+#: bounds of a spec (it may come from a model file): a width of 2**16 is 8x Barlow Twins'
+#: projector, and "mlp-999999999-1" once built a 999999999-tuple (8 GB) before any check
+MAX_LAYERS = 64
+MAX_WIDTH = 2**16
+_MAX_SPEC_CHARS = 512  # "flinear-64" and 64 widths of MAX_WIDTH take 395
 _SPEC_RE = re.compile(r"^(linear|flinear|mlp)(?:-(\d+)((?:-\d+)*))?$")
 
 
@@ -30,29 +35,35 @@ class NetSpec:
 
 
 def parse_spec(spec: str, name: str = "spec") -> NetSpec:
-    """Parse a spec string, raising ``ValueError`` with the accepted format on any mistake."""
+    """Parse a spec string, raising ``ValueError`` with the accepted format on any mistake, or
+    naming the bound for over ``MAX_LAYERS`` hidden layers or a width over ``MAX_WIDTH``."""
     if not isinstance(spec, str):
         raise TypeError(f"{name} must be a spec string such as 'linear' or 'mlp-2-2048', got {spec!r}")
+    if len(spec) > _MAX_SPEC_CHARS:
+        raise ValueError(f"{name} is a spec of {len(spec)} characters: too long for {MAX_LAYERS} "
+                         f"layers of width <= {MAX_WIDTH} (e.g. 'mlp-2-2048')")
+    shown = repr(spec) if len(spec) <= 60 else repr(spec[:50]) + "..."  # no 500-digit errors
     match = _SPEC_RE.match(spec.strip().lower())
     if match is None:
         raise ValueError(
-            f"{name}={spec!r} is not a valid spec: expected TYPE[-LAYERS-WIDTH], TYPE one of "
+            f"{name}={shown} is not a valid spec: expected TYPE[-LAYERS-WIDTH], TYPE one of "
             f"{', '.join(SPEC_TYPES)} (e.g. 'linear', 'flinear-1-512', 'mlp-2-2048')"
         )
     kind, layers, widths = match.group(1), match.group(2), match.group(3)
     n_layers = int(layers) if layers is not None else 0
     hidden = tuple(int(w) for w in widths.split("-")[1:]) if widths else ()
+    if n_layers > MAX_LAYERS:
+        raise ValueError(f"{name}={shown} has over {MAX_LAYERS} hidden layers, the most allowed")
     if layers is not None and not hidden:
-        raise ValueError(f"{name}={spec!r} gives no width, e.g. '{kind}-{max(n_layers, 1)}-512'")
-    if any(w < 1 for w in hidden):
-        raise ValueError(f"{name}={spec!r}: widths must be positive")
+        raise ValueError(f"{name}={shown} gives no width, e.g. '{kind}-{max(n_layers, 1)}-512'")
+    if any(w < 1 or w > MAX_WIDTH for w in hidden):
+        raise ValueError(f"{name}={shown}: widths must be in [1, {MAX_WIDTH}]")
     width = hidden[-1] if hidden else None
     if len(hidden) == 1:
         hidden = hidden * n_layers
     elif len(hidden) != n_layers:
-        raise ValueError(
-            f"{name}={spec!r}: give one width or exactly {n_layers} widths for {n_layers} hidden layers"
-        )
+        raise ValueError(f"{name}={shown}: give one width or exactly {n_layers} widths for "
+                         f"{n_layers} hidden layers")
     return NetSpec(kind, hidden, width)
 
 

@@ -144,10 +144,11 @@ class AnyOf:
                 return
             except (TypeError, ValueError) as err:
                 errors.append(err)
-        # the most specific complaint: a value of the right type but out of range
-        value_errors = [e for e in errors if isinstance(e, ValueError)]
-        if len(value_errors) == 1 and len(errors) > 1:
-            raise value_errors[0]
+        # the complaint of the one member that is more than a list of options (an int out of
+        # range, a malformed list) says most
+        specific = [e for m, e in zip(self.members, errors) if not isinstance(m, Options)]
+        if len(specific) == 1:
+            raise specific[0]
         kind = TypeError if all(isinstance(e, TypeError) for e in errors) else ValueError
         raise kind(f"{name} must be {self.describe()}, got {value!r}")
 

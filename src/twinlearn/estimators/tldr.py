@@ -46,6 +46,7 @@ from twinlearn.estimators._params import (
 from twinlearn.io import split_prefix
 from twinlearn.losses import BarlowTwinsLoss, MatryoshkaLoss
 from twinlearn.neighbors import KNN_METHODS, KNNIndex, check_knn_indices
+from twinlearn.neighbors import files as knn_files
 from twinlearn.pairs import KNNPairSource
 from twinlearn.training import LARS, Trainer, lars_param_groups, warmup_cosine
 from twinlearn.training.objectives import TwinObjective
@@ -197,24 +198,15 @@ class TLDR(TwinlearnEstimator):
         return self.knn_indices_
 
     def save_knn(self, path: str | os.PathLike) -> None:
-        """Save the kNN index array as ``.npy`` (atomically)."""
-        import io as _io
-
-        from twinlearn.io import atomic_write_bytes
-
-        buf = _io.BytesIO()
-        np.save(buf, self.get_knn(), allow_pickle=False)
-        atomic_write_bytes(path, buf.getvalue())
+        """Save the kNN index array as ``.npy`` (int32, atomically; see
+        :func:`twinlearn.neighbors.files.save_knn`)."""
+        knn_files.save_knn(path, self.get_knn())
 
     def load_knn(self, path: str | os.PathLike) -> "TLDR":
-        """Load a kNN index array saved by :meth:`save_knn` (never unpickles)."""
-        try:
-            graph = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise ValueError(f"{path} is not a plain .npy index array: {err}") from err
-        if graph.ndim != 2 or graph.dtype.kind not in "iu":
-            raise ValueError(f"{path} holds a {graph.dtype} array of shape {graph.shape}, not (n, k) ints")
-        self.knn_indices_ = graph.astype(np.int64)
+        """Load a kNN index array saved by :meth:`save_knn`, checked before anything is
+        allocated (never unpickles); the next ``fit`` of data of its size uses it."""
+        indices, _ = knn_files.load_knn(path)
+        self.knn_indices_ = indices.astype(np.int64)
         self._pending_knn = (self.knn_indices_, None)
         return self
 

@@ -19,6 +19,12 @@ from twinlearn import io
 from twinlearn._device import torch_threads
 from twinlearn.pairs.base import PairSource
 from twinlearn.training import distributed
+from twinlearn.training.checkpoints import (
+    checked_objective_state,
+    checked_rng_state,
+    checked_scaler_state,
+    is_int,
+)
 
 logger = logging.getLogger("twinlearn")
 
@@ -317,35 +323,62 @@ class Trainer:
         io.save_tensors(path, tensors, meta)
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
-        """Restore weights, optimizer, RNG and counters from ``path``; return its metadata."""
+        """Restore weights, optimizer, RNG and counters from ``path``; return its metadata.
+
+        Everything is checked before anything changes: a checkpoint of another model or run
+        (its fingerprint, tensors, optimizer state, an epoch beyond ``n_epochs``, a step count
+        or loss history that disagree with it) gets a ``ValueError`` naming the file, and the
+        trainer stays as it was (a staged trainer is first rebuilt to the checkpoint's stage).
+        """
         tensors, meta = io.load_tensors(path, kind="checkpoint")
-        self._check_fingerprint(meta, path)
+        epoch, step, history = self._checked_counters(meta, path)
+        fingerprint = self.checkpoint_meta.get("fingerprint")
+        if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{path} is a checkpoint of another run (its data or settings differ from this "
+                "fit's); remove it or use another output_folder to start afresh, or fit with the "
+                "same data and parameters to resume it"
+            )
         if self.stages:  # rebuild the objective and optimizer of the checkpoint's stage
-            self._enter_stages_up_to(self.stage_of(max(int(meta["epoch"]) - 1, 0)))
-        try:
-            self.objective.load_state_dict(io.split_prefix(tensors, "objective"))
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {path} does not match this model: {err}") from err
-        io.optimizer_from_tensors(self.optimizer, io.split_prefix(tensors, "optimizer"), meta["optimizer"])
-        self.pair_source.generator.set_state(tensors["rng.pair_source"])
-        if meta.get("scaler"):
-            self._scaler.load_state_dict(meta["scaler"])
-        self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
-        self.loss_history = list(meta["loss_history"])
+            self._enter_stages_up_to(self.stage_of(max(epoch - 1, 0)))
+        unknown = sorted(k for k in tensors if k != "rng.pair_source"
+                         and not k.startswith(("objective.", "optimizer.")))
+        if unknown:
+            raise ValueError(f"checkpoint {path} holds tensors this trainer has not: {unknown[:5]}")
+        objective = checked_objective_state(self.objective, tensors, path)
+        optimizer = io.optimizer_state(
+            self.optimizer, io.split_prefix(tensors, "optimizer"), meta.get("optimizer"), path
+        )
+        generator = self.pair_source.generator
+        rng = checked_rng_state(generator, tensors.get("rng.pair_source"), path)
+        scaler = checked_scaler_state(self._scaler, meta.get("scaler"), path)
+        self.objective.load_state_dict(objective)
+        self.optimizer.load_state_dict(optimizer)
+        generator.set_state(rng)
+        if scaler is not None:
+            self._scaler.load_state_dict(scaler)
+        self.epoch, self.step, self.loss_history = epoch, step, history
         return meta
 
-    def _check_fingerprint(self, meta: dict[str, Any], path: str | os.PathLike) -> None:
-        """Refuse a checkpoint of another run: other data, other settings or another class
-        (``checkpoint_meta`` holds this run's; checkpoints store it)."""
-        for key in ("class", "fingerprint"):
-            mine, theirs = self.checkpoint_meta.get(key), meta.get(key)
-            if mine is not None and theirs != mine:
-                what = "model class" if key == "class" else "data or settings"
-                raise ValueError(
-                    f"{path} is a checkpoint of another run (its {what} differ from this fit's); "
-                    "remove it or use another output_folder to start afresh, or fit with the "
-                    "same data and parameters to resume it"
-                )
+    def _checked_counters(self, meta: dict[str, Any], path: object) -> tuple[int, int, list[float]]:
+        """Epoch, step and loss history of a checkpoint, consistent with each other and this run
+        (an epoch beyond ``n_epochs`` would silently skip training)."""
+        owner = self.checkpoint_meta.get("class")
+        if owner is not None and meta.get("class") != owner:
+            raise ValueError(f"{path} is a checkpoint of {meta.get('class')!r}, not of {owner!r}")
+        epoch, step, history = meta.get("epoch"), meta.get("step"), meta.get("loss_history")
+        if not is_int(epoch) or not 0 <= epoch <= self.n_epochs:
+            raise ValueError(f"{path} is at epoch {epoch!r}; this run has 0 to {self.n_epochs}")
+        expected = epoch * self.steps_per_epoch
+        if not is_int(step) or step != expected:
+            raise ValueError(f"{path} is at step {step!r}, but {epoch} epochs of "
+                             f"{self.steps_per_epoch} steps make {expected}")
+        if not isinstance(history, list) or len(history) != epoch or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in history
+        ):
+            raise ValueError(f"{path} does not hold a loss history of {epoch} finite numbers")
+        return epoch, step, [float(v) for v in history]
 
     def _maybe_checkpoint(self) -> None:
         if self.checkpoint_dir is None or not distributed.is_main_process():
@@ -353,3 +386,4 @@ class Trainer:
         self.save_checkpoint(self.checkpoint_dir / "latest_snapshot.safetensors")
         if self.snapshot_freq and self.epoch % self.snapshot_freq == 0:
             self.save_checkpoint(self.checkpoint_dir / f"snapshot_{self.epoch}.safetensors")
+
