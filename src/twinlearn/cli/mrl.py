@@ -1,6 +1,4 @@
-"""Command-line entry points.
-
-``mrl_train`` / ``twinlearn-mrl``: Matryoshka ReLIC training with mrl-pytorch's flags
+"""``mrl_train`` / ``twinlearn-mrl``: Matryoshka ReLIC training with mrl-pytorch's flags
 (``run_training.py``), on :class:`twinlearn.ReLIC`. Datasets come from disk only: CIFAR-10
 from its JPEG tarball (or an extracted folder), STL-10 from ``stl10_binary``, or any folder of
 ``<class>/<image>`` files.
@@ -18,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from twinlearn.cli.options import SEED_MAX, OneLineErrorParser, validate_params
+
 if TYPE_CHECKING:
     from twinlearn.estimators.matryoshka import ReLIC
 
@@ -27,8 +27,9 @@ DATASETS = ("stl10", "cifar10", "imagefolder")
 OFFLINE_ONLY = ("tiny_imagenet", "food101", "imagenet1k")
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type``: an int ``>= minimum`` (argparse names the flag in its error)."""
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an int ``>= minimum`` (and ``<= maximum``; argparse names the flag
+    in its error)."""
 
     def parse(text: str) -> int:
         try:
@@ -37,6 +38,8 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     return parse
@@ -62,6 +65,14 @@ def _float_in(
     return parse
 
 
+def _dataset_name(text: str) -> str:
+    """An argparse ``type`` that explains the download-only names instead of listing them as
+    choices that always fail (argparse then checks the real choices)."""
+    if text in OFFLINE_ONLY:
+        raise argparse.ArgumentTypeError(_offline_only_message(text))
+    return text
+
+
 def _device(text: str) -> str:
     """An argparse ``type``: a device this machine has (checked before any data is read)."""
     from twinlearn._device import resolve_device
@@ -76,17 +87,17 @@ def _device(text: str) -> str:
 def build_mrl_parser() -> argparse.ArgumentParser:
     """The argument parser: every mrl-pytorch flag (same names and defaults) plus a few of
     twinlearn's (subset, device, seed, nesting)."""
-    p = argparse.ArgumentParser(
+    p = OneLineErrorParser(
         prog="mrl_train",
         description="Matryoshka representation learning with ReLIC (twinlearn).",
     )
     p.add_argument("--dataset_path", default="./data",
                    help="CIFAR-10 tarball or folder, STL-10 folder (with stl10_binary/), "
                    "or image folder")
-    p.add_argument("--dataset_name", default="stl10", choices=DATASETS + OFFLINE_ONLY)
-    from twinlearn.estimators.matryoshka import RELIC_BACKBONES
-
-    p.add_argument("-m", "--encoder_model_name", default="resnet18", choices=RELIC_BACKBONES,
+    p.add_argument("--dataset_name", default="stl10", type=_dataset_name, choices=DATASETS)
+    # checked against the backbone list after parsing: listing it here would import torch and
+    # make --help take seconds
+    p.add_argument("-m", "--encoder_model_name", default="resnet18",
                    help="resnet18, resnet50 or another twinlearn backbone (small_cnn for CPUs)")
     p.add_argument("-save_model_dir", "--save_model_dir", dest="save_model_dir", default="./models",
                    help="checkpoint folder (created if missing)")
@@ -114,7 +125,7 @@ def build_mrl_parser() -> argparse.ArgumentParser:
     extra.add_argument("--full_mrl", action="store_true", help="one projector per nest (not MRL-E)")
     extra.add_argument("--channels_last", action="store_true")
     extra.add_argument("--device", type=_device, default="auto")
-    extra.add_argument("--seed", type=_int_at_least(0), default=42)
+    extra.add_argument("--seed", type=_int_at_least(0, SEED_MAX), default=42)
     return p
 
 
@@ -126,12 +137,20 @@ def _offline_only_message(name: str) -> str:
 
 
 def load_dataset(name: str, path: str | Path) -> np.ndarray:
-    """Training images ``(N, H, W, 3)`` uint8 of a dataset on disk."""
+    """Training images ``(N, H, W, 3)`` uint8 of a dataset on disk.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such dataset at ``path``.
+    ValueError
+        ``name`` is a dataset that exists only as a download.
+    """
     from twinlearn.data.images import load_cifar10, load_images
 
     path = Path(path)
     if name in OFFLINE_ONLY:
-        raise SystemExit(_offline_only_message(name))
+        raise ValueError(_offline_only_message(name))
     if name == "cifar10":
         tarball = path if path.is_file() else path / "cifar10-jpg.tar.gz"
         if tarball.is_file():
@@ -139,42 +158,78 @@ def load_dataset(name: str, path: str | Path) -> np.ndarray:
         for folder in (path / "cifar10" / "train", path / "train"):
             if folder.is_dir():
                 return load_images(folder)[0].permute(0, 2, 3, 1).numpy()
-        raise SystemExit(
+        raise FileNotFoundError(
             f"no CIFAR-10 at {path}: expected cifar10-jpg.tar.gz or a cifar10/train folder"
         )
     if name == "stl10":
         from twinlearn.data.stl10 import load_stl10
 
-        try:
-            return load_stl10(path, "unlabeled")[0]
-        except FileNotFoundError as err:
-            raise SystemExit(str(err)) from err
+        return load_stl10(path, "unlabeled")[0]
     if not path.is_dir():
-        raise SystemExit(f"--dataset_path {path} is not a folder of <class>/<image> files")
+        raise FileNotFoundError(f"--dataset_path {path} is not a folder of <class>/<image> files")
     return load_images(path)[0].permute(0, 2, 3, 1).numpy()
+
+
+def _check_before_reading(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ReLIC:
+    """Every check that needs no data, so that a bad value stops the run before the data set
+    is read; returns the estimator the flags describe."""
+    from twinlearn.estimators.matryoshka import RELIC_BACKBONES
+
+    if args.encoder_model_name not in RELIC_BACKBONES:
+        parser.error(f"argument -m/--encoder_model_name: invalid choice: "
+                     f"{args.encoder_model_name!r} (choose from {', '.join(RELIC_BACKBONES)})")
+    model = _make_relic(args, args.batch_size)
+    try:
+        validate_params(model)  # what no single flag's type can check (nesting_dims order)
+        if args.nesting_dims is not None:
+            _check_nesting_fits(model, args.nesting_dims)
+    except (TypeError, ValueError) as err:
+        parser.error(f"argument --nesting_dims: {err}" if "nesting_dims" in str(err) else str(err))
+    if args.ckpt_path is not None:
+        _check_checkpoint(parser, args.ckpt_path)
+    if not Path(args.dataset_path).exists():
+        parser.error(f"argument --dataset_path: {args.dataset_path!r} does not exist")
+    return model
+
+
+def _check_checkpoint(parser: argparse.ArgumentParser, path: str) -> None:
+    """A readable ReLIC training checkpoint, or a one-line usage error."""
+    from twinlearn import io
+
+    try:
+        _, meta = io.load_tensors(path, kind="checkpoint")
+    except (OSError, ValueError, TypeError) as err:
+        parser.error(f"argument --ckpt_path: {err}")
+    if meta.get("class") != "ReLIC":
+        parser.error(f"argument --ckpt_path: {path} is a {meta.get('class')} checkpoint, not ReLIC's")
+
+
+def _check_nesting_fits(model: ReLIC, nesting_dims: list[int]) -> None:
+    """The largest nest must fit the backbone's features: the backbone is built on PyTorch's
+    meta device (shapes, no memory), so this costs no time."""
+    from twinlearn.encoders.matryoshka import check_nesting_dims
+    from twinlearn.estimators._base import build_on_meta
+
+    _, feature_dim = build_on_meta(lambda: model._make_backbone(32))
+    check_nesting_dims(nesting_dims, feature_dim)
 
 
 def mrl_main(argv: Sequence[str] | None = None) -> int:
     """``mrl_train`` console script.
 
-    Bad flags or values exit with argparse's usage error (status 2) before any data is read;
-    errors found once the data is known (e.g. too few images) print ``mrl_train: error: ...``
-    and return 2.
+    Bad flags or values (a missing dataset path or an unreadable checkpoint included) exit with
+    argparse's usage error (status 2) before any data is read; errors found once the data is
+    known (e.g. too few images) print ``mrl_train: error: ...`` and return 2.
     """
     parser = build_mrl_parser()
     args = parser.parse_args(argv)
-    if args.dataset_name in OFFLINE_ONLY:
-        parser.error(_offline_only_message(args.dataset_name))
-    if args.ckpt_path is not None and not Path(args.ckpt_path).is_file():
-        parser.error(f"argument --ckpt_path: {args.ckpt_path!r} is not a checkpoint file")
-    model = _make_relic(args, args.batch_size)
-    try:
-        model._check_params()  # what no single flag's type can check (nesting_dims order)
-    except (TypeError, ValueError) as err:
-        parser.error(str(err))
+    model = _check_before_reading(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-
-    images = load_dataset(args.dataset_name, args.dataset_path)
+    try:
+        images = load_dataset(args.dataset_name, args.dataset_path)
+    except (OSError, ValueError) as err:
+        sys.stderr.write(f"mrl_train: error: {err}\n")
+        return 2
     if args.max_images is not None and args.max_images < len(images):
         rng = np.random.default_rng(args.seed)
         keep = np.sort(rng.choice(len(images), args.max_images, replace=False))
@@ -185,7 +240,7 @@ def mrl_main(argv: Sequence[str] | None = None) -> int:
     try:
         model.fit(images, checkpoint_dir=args.save_model_dir, resume_from=args.ckpt_path,
                   log_every_n_steps=args.log_every_n_steps)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, KeyError) as err:  # KeyError: a checkpoint of another model
         sys.stderr.write(f"mrl_train: error: {err}\n")
         return 2
     logger.info("saved %s", Path(args.save_model_dir) / "relic_model.safetensors")
