@@ -57,22 +57,29 @@ def test_h5ad_output_keeps_the_input_obs_and_adds_obsm(tmp_path, Y):
     anndata = pytest.importorskip("anndata")
     import pandas as pd
 
-    source = anndata.AnnData(X=np.ones((30, 4), np.float32),
-                             obs=pd.DataFrame({"cell": list("ab") * 15}, index=[f"c{i}" for i in range(30)]))
+    source = anndata.AnnData(
+        X=np.ones((30, 4), np.float32),
+        obs=pd.DataFrame({"cell": list("ab") * 15}, index=[f"c{i}" for i in range(30)]),
+    )
     source.obsm["X_pca"] = Y
     source.write_h5ad(tmp_path / "in.h5ad")
     data = read_input(tmp_path / "in.h5ad", use_rep="X_pca")
     np.testing.assert_allclose(data.X, Y)
     write_output(tmp_path / "out.h5ad", Y[:, :2] * 2, like=data, name="tldr")
     out = anndata.read_h5ad(tmp_path / "out.h5ad")
-    assert list(out.obs_names) == list(source.obs_names) and out.obs["cell"].tolist() == list("ab") * 15
+    assert (
+        list(out.obs_names) == list(source.obs_names)
+        and out.obs["cell"].tolist() == list("ab") * 15
+    )
     np.testing.assert_allclose(out.obsm["X_tldr"], Y[:, :2] * 2)
     assert set(out.obsm.keys()) == {"X_pca", "X_tldr"}
     with pytest.raises(ValueError, match="X_umap.*X_pca"):
         read_input(tmp_path / "in.h5ad", use_rep="X_umap")
     # labels from an obs column of another file, or of the embedding's own table
     assert read_labels(f"{tmp_path / 'in.h5ad'}:cell", 30)[:2].tolist() == ["a", "b"]
-    assert read_labels("cell", 30, read_input(tmp_path / "out.h5ad", use_rep="X_tldr"))[:2].tolist() == ["a", "b"]
+    assert read_labels("cell", 30, read_input(tmp_path / "out.h5ad", use_rep="X_tldr"))[
+        :2
+    ].tolist() == ["a", "b"]
 
 
 def test_npz_key_is_required_only_when_ambiguous(tmp_path):
@@ -93,8 +100,13 @@ def test_unreadable_or_unknown_files_are_refused_by_name(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     (tmp_path / "data.xlsx").write_bytes(b"")
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    for name, match in (("junk.npy", "junk.npy"), ("junk.npz", "junk.npz"), ("objects.npy", "objects.npy"),
-                        ("data.xlsx", "unsupported file type .xlsx"), ("missing.npy", "no such file")):
+    for name, match in (
+        ("junk.npy", "junk.npy"),
+        ("junk.npz", "junk.npz"),
+        ("objects.npy", "objects.npy"),
+        ("data.xlsx", "unsupported file type .xlsx"),
+        ("missing.npy", "no such file"),
+    ):
         with pytest.raises((ValueError, FileNotFoundError), match=match):
             read_input(tmp_path / name)
     with pytest.raises(ValueError, match="key"):
@@ -150,7 +162,12 @@ def test_image_folders_give_images_labels_and_class_names(tmp_path, capsys):
     vectors = as_vectors(data)
     assert vectors.shape == (4, 192) and vectors.dtype == np.float32 and vectors.max() <= 1.0
     np.testing.assert_allclose(vectors[0], data.X[0].reshape(-1) / 255)
-    assert sorted(read_labels(str(tmp_path / "img"), 4).tolist()) == ["cats", "cats", "dogs", "dogs"]
+    assert sorted(read_labels(str(tmp_path / "img"), 4).tolist()) == [
+        "cats",
+        "cats",
+        "dogs",
+        "dogs",
+    ]
     mixed = _image_folder(tmp_path / "mixed", sizes=[(8, 8), (8, 8), (6, 10), (8, 8)])
     with pytest.raises(ValueError, match="image_size"):
         read_input(mixed)
@@ -172,7 +189,9 @@ def test_cifar10_tarball_splits(tmp_path, monkeypatch):
     for split, classes in (("train", ("cat", "dog", "ship")), ("test", ("truck",))):
         for cls in classes:
             (members / split / cls).mkdir(parents=True)
-            Image.fromarray(np.full((32, 32, 3), 99, np.uint8)).save(members / split / cls / "0001.jpg")
+            Image.fromarray(np.full((32, 32, 3), 99, np.uint8)).save(
+                members / split / cls / "0001.jpg"
+            )
     with tarfile.open(tmp_path / "cifar10-jpg.tar.gz", "w:gz") as tar:
         tar.add(members, arcname="cifar10")
     train = read_input(tmp_path / "cifar10-jpg.tar.gz")

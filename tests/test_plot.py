@@ -7,7 +7,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from twinlearn.plot import DENSITY_THRESHOLD, label_codes, palette, plot_embedding, plot_embedding_html
+from twinlearn.plot import (
+    DENSITY_THRESHOLD,
+    label_codes,
+    palette,
+    plot_embedding,
+    plot_embedding_html,
+)
 
 pytest.importorskip("matplotlib")
 
@@ -24,8 +30,8 @@ def _share(fig, image, point, rgb, tolerance):
     """The share of the 11 × 11 pixels of ``image`` (read back from the PNG) around where the
     data point ``point`` was drawn that have the colour ``rgb``."""
     x, y = fig.axes[0].transData.transform(point)
-    row, col = image.shape[0] - 1 - int(round(y)), int(round(x))
-    patch = image[row - 5:row + 6, col - 5:col + 6, :3]
+    row, col = image.shape[0] - 1 - round(y), round(x)
+    patch = image[row - 5 : row + 6, col - 5 : col + 6, :3]
     return float((np.abs(patch - np.asarray(rgb)).max(axis=2) <= tolerance).mean())
 
 
@@ -37,7 +43,7 @@ def test_png_shows_each_class_in_its_colour_where_its_points_are(tmp_path, n):
     path = tmp_path / "map.png"
     fig = plot_embedding(Y, labels, path, dpi=80, title="blobs")
     image = matplotlib.image.imread(path)
-    assert image.shape[:2] == (round(6 * 80), round(7.5 * 80))
+    assert image.shape[:2] == (6 * 80, 7.5 * 80)
     left, right = palette(2)[:, :3]
     # the centre of a blob is dense: mostly its class colour (little white, none of the other)
     for centre, mine, other in (((-5, 0), left, right), ((5, 0), right, left)):
@@ -59,10 +65,13 @@ def test_density_image_counts_and_colours():
     image, extent = density_image(Y, colours, pixels=50)
     alpha = image[..., 3]
     assert alpha.max() == pytest.approx(1.0) and np.count_nonzero(alpha) == 2
-    dense, sparse = np.unravel_index(np.argmax(alpha), alpha.shape), np.argwhere((alpha > 0) & (alpha < 1))[0]
+    dense, sparse = (
+        np.unravel_index(np.argmax(alpha), alpha.shape),
+        np.argwhere((alpha > 0) & (alpha < 1))[0],
+    )
     assert image[dense][:3].tolist() == [1, 0, 0] and image[tuple(sparse)][:3].tolist() == [0, 0, 1]
     assert alpha[tuple(sparse)] == pytest.approx(0.3 + 0.7 * np.log(2) / np.log(10))
-    assert extent[0] < 0 < 10 < extent[1]
+    assert extent[0] < Y[:, 0].min() and Y[:, 0].max() < extent[1]
 
 
 def test_class_names_name_integer_labels_and_string_labels_name_themselves():
@@ -96,11 +105,17 @@ def test_html_map_has_hover_labels_and_indices(tmp_path):
     assert "label: left" in left.hovertemplate and "index: %{customdata}" in left.hovertemplate
     html = (tmp_path / "map.html").read_text()
     assert "label: right" in html
-    assert "<script src=" not in html and "Plotly.newPlot" in html  # plotly.js inline: opens offline
+    assert (
+        "<script src=" not in html and "Plotly.newPlot" in html
+    )  # plotly.js inline: opens offline
 
 
 def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
 
 
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium to render the HTML map")
@@ -112,10 +127,20 @@ def test_html_map_renders_in_a_headless_browser(tmp_path):
     plot_embedding_html(Y, labels, tmp_path / "map.html")
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--window-size=800,600", "--virtual-time-budget=10000", f"--screenshot={shot}",
-         (tmp_path / "map.html").as_uri()],
-        capture_output=True, timeout=120, check=True,
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=800,600",
+            "--virtual-time-budget=10000",
+            f"--screenshot={shot}",
+            (tmp_path / "map.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     image = matplotlib.image.imread(shot)[..., :3]
     assert image.shape[:2] == (600, 800)

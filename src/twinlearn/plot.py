@@ -55,13 +55,17 @@ def label_codes(
             "or leave class_names out (the labels then name themselves)"
         )
     if classes[0] < 0 or classes[-1] >= len(class_names):
-        raise ValueError(f"labels run from {classes[0]} to {classes[-1]}, but class_names has "
-                         f"{len(class_names)} names")
+        raise ValueError(
+            f"labels run from {classes[0]} to {classes[-1]}, but class_names has "
+            f"{len(class_names)} names"
+        )
     return codes, [str(class_names[int(c)]) for c in classes]
 
 
 def _natural_key(text: str) -> list:
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)
+    ]
 
 
 def palette(k: int) -> np.ndarray:
@@ -138,13 +142,23 @@ def _legend(ax: Any, names: list[str], colours: np.ndarray) -> None:
     from matplotlib.lines import Line2D
 
     if len(names) > MAX_LEGEND:
-        warnings.warn(f"{len(names)} classes: the legend is left out (at most {MAX_LEGEND})",
-                      stacklevel=3)
+        warnings.warn(
+            f"{len(names)} classes: the legend is left out (at most {MAX_LEGEND})", stacklevel=3
+        )
         return
-    handles = [Line2D([], [], linestyle="", marker="o", markersize=6, color=colours[i], label=name)
-               for i, name in enumerate(names)]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
-              fontsize=8, ncols=1 + len(names) // 21, handletextpad=0.2)
+    handles = [
+        Line2D([], [], linestyle="", marker="o", markersize=6, color=colours[i], label=name)
+        for i, name in enumerate(names)
+    ]
+    ax.legend(
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        frameon=False,
+        fontsize=8,
+        ncols=1 + len(names) // 21,
+        handletextpad=0.2,
+    )
 
 
 def plot_embedding(
@@ -189,7 +203,9 @@ def plot_embedding(
         matplotlib.use("Agg", force=False)
     plt = import_optional("matplotlib.pyplot")
     n = len(Y)
-    codes, names = label_codes(labels, class_names) if labels is not None else (np.zeros(n, int), [])
+    codes, names = (
+        label_codes(labels, class_names) if labels is not None else (np.zeros(n, int), [])
+    )
     colours = palette(max(len(names), 1)) if names else np.asarray([[0.0, 0.0, 0.0, 1.0]])
     fig, ax = plt.subplots(figsize=(7.5 if names else 6, 6), dpi=dpi, layout="constrained")
     if density if density is not None else n >= DENSITY_THRESHOLD:
@@ -199,8 +215,15 @@ def plot_embedding(
         order = np.random.default_rng(0).permutation(n)  # no class drawn wholly on top
         size = point_size if point_size is not None else float(np.clip(2e4 / max(n, 1), 0.5, 30))
         alpha = float(np.clip(np.sqrt(2e4 / max(n, 1)), 0.3, 1.0))
-        ax.scatter(Y[order, 0], Y[order, 1], s=size, c=colours[codes[order]], alpha=alpha,
-                   linewidths=0, rasterized=True)
+        ax.scatter(
+            Y[order, 0],
+            Y[order, 1],
+            s=size,
+            c=colours[codes[order]],
+            alpha=alpha,
+            linewidths=0,
+            rasterized=True,
+        )
     if names:
         _legend(ax, names, colours)
     ax.set_aspect("equal", adjustable="datalim")
@@ -241,7 +264,9 @@ def plot_embedding_html(
     Y = _check(Y, labels)
     go = import_optional("plotly.graph_objects")
     n = len(Y)
-    codes, names = label_codes(labels, class_names) if labels is not None else (np.zeros(n, int), [""])
+    codes, names = (
+        label_codes(labels, class_names) if labels is not None else (np.zeros(n, int), [""])
+    )
     colours = palette(len(names)) if labels is not None else np.asarray([[0.0, 0.0, 0.0, 1.0]])
     Scatter = go.Scattergl if n > WEBGL_THRESHOLD else go.Scatter
     size = float(np.clip(150 / np.sqrt(max(n, 1)), 2, 8))
@@ -250,16 +275,26 @@ def plot_embedding_html(
         rows = np.flatnonzero(codes == k)
         rgb = ",".join(str(round(255 * c)) for c in colours[k][:3])
         label = name.replace("%", "%%")  # plotly reads %{...} in templates
-        fig.add_trace(Scatter(
-            x=Y[rows, 0], y=Y[rows, 1], mode="markers", name=name, customdata=rows,
-            marker={"size": size, "color": f"rgb({rgb})", "opacity": 0.8},
-            hovertemplate=(f"label: {label}<br>" if labels is not None else "")
-            + "index: %{customdata}<extra></extra>",
-        ))
+        fig.add_trace(
+            Scatter(
+                x=Y[rows, 0],
+                y=Y[rows, 1],
+                mode="markers",
+                name=name,
+                customdata=rows,
+                marker={"size": size, "color": f"rgb({rgb})", "opacity": 0.8},
+                hovertemplate=(f"label: {label}<br>" if labels is not None else "")
+                + "index: %{customdata}<extra></extra>",
+            )
+        )
     fig.update_layout(
-        title=title, template="plotly_white", showlegend=labels is not None,
-        legend={"itemsizing": "constant"}, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
+        title=title,
+        template="plotly_white",
+        showlegend=labels is not None,
+        legend={"itemsizing": "constant"},
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        xaxis={"visible": False},
+        yaxis={"visible": False, "scaleanchor": "x"},
     )
     if path is not None:
         fig.write_html(path, include_plotlyjs=True, full_html=True)

@@ -1,6 +1,6 @@
 """Command-line entry points.
 
-``twinlearn`` (:func:`twinlearn.cli.main.main`, also ``python -m twinlearn``): fit, transform,
+``twinlearn`` (:func:`twinlearn.cli.app.main`, also ``python -m twinlearn``): fit, transform,
 embed, evaluate and plot with any of the four methods. ``mrl_train`` / ``twinlearn-mrl``
 (:func:`twinlearn.cli.mrl.mrl_main`): mrl-pytorch's training script on :class:`twinlearn.ReLIC`.
 
@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "main": "twinlearn.cli.main",
+    "main": "twinlearn.cli.app",
     "mrl_main": "twinlearn.cli.mrl",
     "build_mrl_parser": "twinlearn.cli.mrl",
     "load_dataset": "twinlearn.cli.mrl",

@@ -35,7 +35,9 @@ def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], i
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected an int >= {minimum}, got {text!r}"
+            ) from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         if maximum is not None and value > maximum:
@@ -55,7 +57,9 @@ def _float_in(
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a number in {interval}, got {text!r}"
+            ) from None
         above = low < value if low_open else low <= value
         below = value < high if high_open else value <= high
         if not (math.isfinite(value) and above and below):
@@ -91,35 +95,55 @@ def build_mrl_parser() -> argparse.ArgumentParser:
         prog="mrl_train",
         description="Matryoshka representation learning with ReLIC (twinlearn).",
     )
-    p.add_argument("--dataset_path", default="./data",
-                   help="CIFAR-10 tarball or folder, STL-10 folder (with stl10_binary/), "
-                   "or image folder")
+    p.add_argument(
+        "--dataset_path",
+        default="./data",
+        help="CIFAR-10 tarball or folder, STL-10 folder (with stl10_binary/), or image folder",
+    )
     p.add_argument("--dataset_name", default="stl10", type=_dataset_name, choices=DATASETS)
     # checked against the backbone list after parsing: listing it here would import torch and
     # make --help take seconds
-    p.add_argument("-m", "--encoder_model_name", default="resnet18",
-                   help="resnet18, resnet50 or another twinlearn backbone (small_cnn for CPUs)")
-    p.add_argument("-save_model_dir", "--save_model_dir", dest="save_model_dir", default="./models",
-                   help="checkpoint folder (created if missing)")
+    p.add_argument(
+        "-m",
+        "--encoder_model_name",
+        default="resnet18",
+        help="resnet18, resnet50 or another twinlearn backbone (small_cnn for CPUs)",
+    )
+    p.add_argument(
+        "-save_model_dir",
+        "--save_model_dir",
+        dest="save_model_dir",
+        default="./models",
+        help="checkpoint folder (created if missing)",
+    )
     # every value is checked here, so a bad one stops the run before the data set is read
     p.add_argument("--num_epochs", type=_int_at_least(1), default=100)
     p.add_argument("-b", "--batch_size", type=_int_at_least(2), default=256)
     p.add_argument("-lr", "--learning_rate", type=_float_in(0, low_open=True), default=3e-4)
     p.add_argument("-wd", "--weight_decay", type=_float_in(0), default=1e-5)
-    p.add_argument("--fp16_precision", action="store_true",
-                   help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPU")
+    p.add_argument(
+        "--fp16_precision",
+        action="store_true",
+        help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPU",
+    )
     p.add_argument("--proj_out_dim", type=_int_at_least(1), default=64)
-    p.add_argument("--proj_hidden_dim", type=_int_at_least(0), default=512, help="0: no hidden layer")
+    p.add_argument(
+        "--proj_hidden_dim", type=_int_at_least(0), default=512, help="0: no hidden layer"
+    )
     p.add_argument("--log_every_n_steps", type=_int_at_least(0), default=400)
     p.add_argument("--gamma", type=_float_in(0, 1, high_open=True), default=0.995)
     p.add_argument("--alpha", type=_float_in(0), default=1.0)
     p.add_argument("--update_gamma_after_step", type=_int_at_least(0), default=1)
     p.add_argument("--update_gamma_every_n_steps", type=_int_at_least(1), default=1)
-    p.add_argument("--ckpt_path", default=None,
-                   help="resume from a latest_snapshot.safetensors (weights, optimizer, step, γ)")
+    p.add_argument(
+        "--ckpt_path",
+        default=None,
+        help="resume from a latest_snapshot.safetensors (weights, optimizer, step, γ)",
+    )
     extra = p.add_argument_group("twinlearn options")
-    extra.add_argument("--max_images", type=_int_at_least(2), default=None,
-                       help="train on a random subset")
+    extra.add_argument(
+        "--max_images", type=_int_at_least(2), default=None, help="train on a random subset"
+    )
     extra.add_argument("--image_size", type=_int_at_least(1), default=None)
     extra.add_argument("--nesting_dims", type=_int_at_least(1), nargs="+", default=None)
     extra.add_argument("--full_mrl", action="store_true", help="one projector per nest (not MRL-E)")
@@ -176,8 +200,10 @@ def _check_before_reading(parser: argparse.ArgumentParser, args: argparse.Namesp
     from twinlearn.estimators.matryoshka import RELIC_BACKBONES
 
     if args.encoder_model_name not in RELIC_BACKBONES:
-        parser.error(f"argument -m/--encoder_model_name: invalid choice: "
-                     f"{args.encoder_model_name!r} (choose from {', '.join(RELIC_BACKBONES)})")
+        parser.error(
+            f"argument -m/--encoder_model_name: invalid choice: "
+            f"{args.encoder_model_name!r} (choose from {', '.join(RELIC_BACKBONES)})"
+        )
     model = _make_relic(args, args.batch_size)
     try:
         validate_params(model)  # what no single flag's type can check (nesting_dims order)
@@ -201,7 +227,9 @@ def _check_checkpoint(parser: argparse.ArgumentParser, path: str) -> None:
     except (OSError, ValueError, TypeError) as err:
         parser.error(f"argument --ckpt_path: {err}")
     if meta.get("class") != "ReLIC":
-        parser.error(f"argument --ckpt_path: {path} is a {meta.get('class')} checkpoint, not ReLIC's")
+        parser.error(
+            f"argument --ckpt_path: {path} is a {meta.get('class')} checkpoint, not ReLIC's"
+        )
 
 
 def _check_nesting_fits(model: ReLIC, nesting_dims: list[int]) -> None:
@@ -235,11 +263,21 @@ def mrl_main(argv: Sequence[str] | None = None) -> int:
         keep = np.sort(rng.choice(len(images), args.max_images, replace=False))
         images = images[keep]
     model.set_params(batch_size=min(args.batch_size, len(images)))
-    logger.info("training ReLIC (%s) on %d %s images, %s, %s", args.encoder_model_name, len(images),
-                args.dataset_name, model.device, model.precision)
+    logger.info(
+        "training ReLIC (%s) on %d %s images, %s, %s",
+        args.encoder_model_name,
+        len(images),
+        args.dataset_name,
+        model.device,
+        model.precision,
+    )
     try:
-        model.fit(images, checkpoint_dir=args.save_model_dir, resume_from=args.ckpt_path,
-                  log_every_n_steps=args.log_every_n_steps)
+        model.fit(
+            images,
+            checkpoint_dir=args.save_model_dir,
+            resume_from=args.ckpt_path,
+            log_every_n_steps=args.log_every_n_steps,
+        )
     except (TypeError, ValueError, KeyError) as err:  # KeyError: a checkpoint of another model
         sys.stderr.write(f"mrl_train: error: {err}\n")
         return 2

@@ -7,7 +7,8 @@ fraction of a second, and the options cannot drift from the code (``tests/test_c
 compares them with ``inspect.signature`` of the live classes).
 
 Types come from the annotations: ``int``, ``float``, ``str``, ``bool`` (``--x`` / ``--no-x``),
-``None`` (the word ``none``), lists and tuples of numbers (comma-separated: ``8,16,32``);
+``None`` (the word ``none``), lists and tuples of numbers (comma-separated: ``8,16,32``; a
+one-element list where a number is also allowed: ``8,``);
 choices from a docstring type that is a set literal (``{"fp32", "bf16", "fp16"}``). Parameters
 that only a Python object can fill (modules, callables, generators) get no option.
 """
@@ -37,8 +38,15 @@ _SCALARS = {"int": "int", "float": "float", "str": "str", "bool": "bool"}
 _SEQUENCES = ("list", "tuple", "Sequence")
 _METAVARS = {"int": "N", "float": "X", "str": "TEXT", "bool": "true|false", "none": "none",
              "ints": "N,N,...", "floats": "X,X,..."}  # fmt: skip
-_WORDS = {"int": "an int", "float": "a number", "str": "text", "bool": "true/false",
-          "none": "none", "ints": "comma-separated ints", "floats": "comma-separated numbers"}
+_WORDS = {
+    "int": "an int",
+    "float": "a number",
+    "str": "text",
+    "bool": "true/false",
+    "none": "none",
+    "ints": "comma-separated ints",
+    "floats": "comma-separated numbers",
+}
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -77,7 +85,7 @@ def _module_source(class_name: str) -> Path:
     return Path(spec.origin)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _class_node(class_name: str) -> ast.ClassDef:
     path = _module_source(class_name)
     for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
@@ -126,7 +134,11 @@ def _kinds(annotation: ast.expr | None) -> frozenset[str]:
     if isinstance(annotation, ast.Name) and annotation.id in _SCALARS:
         return frozenset({_SCALARS[annotation.id]})
     if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) in _SEQUENCES:
-        inner = _kinds(annotation.slice.elts[0] if isinstance(annotation.slice, ast.Tuple) else annotation.slice)
+        inner = _kinds(
+            annotation.slice.elts[0]
+            if isinstance(annotation.slice, ast.Tuple)
+            else annotation.slice
+        )
         return frozenset(kind + "s" for kind in inner & {"int", "float"})
     return frozenset()  # modules, callables, generators, devices: Python objects
 
@@ -136,8 +148,11 @@ def docstring_parameters(doc: str) -> dict[str, tuple[str, str]]:
     ``a, b : float`` documents both names."""
     lines = doc.splitlines()
     try:
-        start = next(i for i, line in enumerate(lines[:-1])
-                     if line.strip() == "Parameters" and set(lines[i + 1].strip()) == {"-"})
+        start = next(
+            i
+            for i, line in enumerate(lines[:-1])
+            if line.strip() == "Parameters" and set(lines[i + 1].strip()) == {"-"}
+        )
     except StopIteration:
         return {}
     out: dict[str, tuple[str, str]] = {}
@@ -187,7 +202,7 @@ def show(value: object) -> str:
     return str(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def estimator_params(class_name: str) -> tuple[Param, ...]:
     """Every ``__init__`` parameter of ``twinlearn.<class_name>``, read from its source."""
     docs = docstring_parameters(ast.get_docstring(_class_node(class_name)) or "")
@@ -225,15 +240,19 @@ def value_parser(param: Param) -> Callable[[str], object]:
             return None
         if "bool" in kinds and word.lower() in ("true", "false"):
             return word.lower() == "true"
+        # "8," is a one-element list where a bare number would be read as a number
+        items = word[:-1].split(",") if word.endswith(",") else word.split(",")
         for kind, convert in (("int", int), ("float", float), ("ints", int), ("floats", float)):
             if kind in kinds:
                 try:
-                    return [convert(v) for v in word.split(",")] if kind.endswith("s") else convert(word)
+                    return [convert(v) for v in items] if kind.endswith("s") else convert(word)
                 except ValueError:
                     continue
         if "str" in kinds:
             return word
-        raise argparse.ArgumentTypeError(f"expected {_metavar(param, ' or ', _WORDS)}, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected {_metavar(param, ' or ', _WORDS)}, got {text!r}"
+        )
 
     return parse
 
@@ -258,11 +277,23 @@ def add_estimator_options(parser: argparse.ArgumentParser, class_name: str) -> N
         text = f"{param.help} (default: {show(param.default)})"
         dest = DEST_PREFIX + param.name
         if param.kinds == {"bool"}:
-            group.add_argument(param.flag, dest=dest, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=text)
+            group.add_argument(
+                param.flag,
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
         else:
-            group.add_argument(param.flag, dest=dest, type=value_parser(param), choices=param.choices,
-                               metavar=_metavar(param), default=argparse.SUPPRESS, help=text)
+            group.add_argument(
+                param.flag,
+                dest=dest,
+                type=value_parser(param),
+                choices=param.choices,
+                metavar=_metavar(param),
+                default=argparse.SUPPRESS,
+                help=text,
+            )
 
 
 def validate_params(estimator: object) -> None:
@@ -276,4 +307,4 @@ def validate_params(estimator: object) -> None:
 
 def given_params(args: argparse.Namespace) -> dict[str, object]:
     """The estimator parameters given on the command line."""
-    return {k[len(DEST_PREFIX):]: v for k, v in vars(args).items() if k.startswith(DEST_PREFIX)}
+    return {k[len(DEST_PREFIX) :]: v for k, v in vars(args).items() if k.startswith(DEST_PREFIX)}

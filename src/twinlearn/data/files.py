@@ -67,21 +67,25 @@ def input_type(path: str | os.PathLike, name: str = "input") -> str:
     suffix = ".tar.gz" if lower.endswith(".tar.gz") else path.suffix.lower()
     if suffix not in INPUT_TYPES:
         known = ", ".join(INPUT_TYPES)
-        raise ValueError(f"{name} {str(path)!r}: unsupported file type {suffix or '(no extension)'}; "
-                         f"use one of {known} or an image folder")
+        raise ValueError(
+            f"{name} {str(path)!r}: unsupported file type {suffix or '(no extension)'}; "
+            f"use one of {known} or an image folder"
+        )
     return INPUT_TYPES[suffix]
 
 
-def check_input(path: str | os.PathLike, key: str | None = None, use_rep: str | None = None,
-                name: str = "input") -> str:
+def check_input(
+    path: str | os.PathLike, key: str | None = None, use_rep: str | None = None, name: str = "input"
+) -> str:
     """Cheap checks before any work: the path exists, its type is supported, it opens, and
     ``key`` / ``use_rep`` name something in it. Returns :func:`input_type`."""
     kind = input_type(path, name)
     if use_rep is not None and kind != "h5ad":
         raise ValueError(f"--use-rep applies to .h5ad input, not to {path}")
     if key is not None and kind not in ("npz", "tarball"):
-        raise ValueError(f"a key ({key!r}) applies to .npz files and the CIFAR-10 tarball, "
-                         f"not to {path}")
+        raise ValueError(
+            f"a key ({key!r}) applies to .npz files and the CIFAR-10 tarball, not to {path}"
+        )
     if kind == "tarball" and key not in (None, *_TARBALL_SPLITS):
         raise ValueError(f"{path}: the key of the CIFAR-10 tarball is one of {_TARBALL_SPLITS}")
     try:
@@ -105,8 +109,13 @@ def _contents(path: str | os.PathLike, kind: str) -> list[str]:
     if kind == "npy":
         np.load(path, mmap_mode="r", allow_pickle=False)
     elif kind == "h5ad":
-        with import_optional("h5py").File(path, "r") as fh:
-            return list(fh["obsm"].keys()) if "obsm" in fh else []
+        h5py = import_optional("h5py")
+        with h5py.File(path, "r") as fh:
+            obsm = fh.get("obsm")
+            if isinstance(obsm, h5py.Group):
+                return list(obsm.keys())
+            # files of anndata < 0.7 store obsm as one structured array
+            return list(obsm.dtype.names or []) if obsm is not None else []
     elif kind == "tarball":
         with tarfile.open(path) as tar:
             tar.next()
@@ -119,12 +128,20 @@ def _pick_key(keys: list[str], key: str | None, path: object, option: str) -> st
             return keys[0]
         raise ValueError(f"{path} holds {', '.join(keys)}: choose one with {option}")
     if key not in keys:
-        raise ValueError(f"{path} has no {key!r} ({option}); it holds {', '.join(keys) or 'nothing'}")
+        raise ValueError(
+            f"{path} has no {key!r} ({option}); it holds {', '.join(keys) or 'nothing'}"
+        )
     return key
 
 
-def read_input(path: str | os.PathLike, key: str | None = None, use_rep: str | None = None, *,
-               image_size: int | tuple[int, int] | None = None, progress: bool = False) -> InputData:
+def read_input(
+    path: str | os.PathLike,
+    key: str | None = None,
+    use_rep: str | None = None,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    progress: bool = False,
+) -> InputData:
     """Read a data file or image folder (see the module docstring).
 
     Parameters
@@ -190,14 +207,22 @@ def _read_table(path: Path) -> InputData:
     return InputData(numeric.to_numpy(np.float32), table=frame)
 
 
+def _anndata(path: Path, backed: str | None = None) -> Any:
+    with warnings.catch_warnings():  # anndata's notes on old file layouts: nothing to act on
+        warnings.filterwarnings("ignore", module="anndata")
+        return import_optional("anndata").read_h5ad(path, backed=backed)
+
+
 def _read_h5ad(path: Path, use_rep: str | None) -> InputData:
-    adata = import_optional("anndata").read_h5ad(path)
+    adata = _anndata(path)
     if use_rep in (None, "X") and adata.X is None and len(adata.obsm) == 1:
         use_rep = next(iter(adata.obsm.keys()))  # an embedding file: its one representation
     if use_rep in (None, "X"):
         if adata.X is None:
-            raise ValueError(f"{path} has no X; choose an obsm entry with --use-rep: "
-                             f"{', '.join(adata.obsm.keys())}")
+            raise ValueError(
+                f"{path} has no X; choose an obsm entry with --use-rep: "
+                f"{', '.join(adata.obsm.keys())}"
+            )
         X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
     else:
         X = np.asarray(adata.obsm[use_rep])
@@ -287,15 +312,18 @@ def read_labels(spec: str, n: int, embedding: InputData | None = None) -> np.nda
     if path is None:
         values = _column(embedding.table if embedding is not None else None, key)
         if values is None:
-            raise ValueError(f"labels {spec!r}: no such file, and the embedding file has no "
-                             f"column {spec!r}")
+            raise ValueError(
+                f"labels {spec!r}: no such file, and the embedding file has no column {spec!r}"
+            )
     else:
         values = _labels_from(path, key)
     values = np.asarray(values)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 1:
-        raise ValueError(f"labels {spec!r} must be one label per point, shape (N,); got {values.shape}")
+        raise ValueError(
+            f"labels {spec!r} must be one label per point, shape (N,); got {values.shape}"
+        )
     if len(values) != n:
         raise ValueError(f"labels {spec!r} hold {len(values)} entries for {n} points")
     return values
@@ -325,11 +353,13 @@ def _labels_from(path: Path, key: str | None) -> np.ndarray:
         except ValueError:
             return np.asarray(lines)
     if kind == "h5ad":
-        obs = import_optional("anndata").read_h5ad(path, backed="r").obs
+        obs = _anndata(path, backed="r").obs
         return obs[_pick_key(list(obs.columns), key, path, "FILE:COLUMN")].to_numpy()
     if kind == "table":
         frame = _read_table_quietly(path)
-        return frame[_pick_key([str(c) for c in frame.columns], key, path, "FILE:COLUMN")].to_numpy()
+        return frame[
+            _pick_key([str(c) for c in frame.columns], key, path, "FILE:COLUMN")
+        ].to_numpy()
     return read_input(path, key=key).X
 
 

@@ -17,24 +17,37 @@ from twinlearn.data.files import InputData
 OUTPUT_SUFFIXES = (".npy", ".csv", ".parquet", ".h5ad")
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False,
-                      suffixes: tuple[str, ...] = OUTPUT_SUFFIXES, name: str = "output") -> Path:
+def check_output_path(
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    suffixes: tuple[str, ...] = OUTPUT_SUFFIXES,
+    name: str = "output",
+) -> Path:
     """``path`` if it has one of ``suffixes`` and is not an existing file (unless
     ``overwrite``): checked before any work, so that nothing is computed for nothing."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
-        raise ValueError(f"{name} {str(path)!r}: unsupported file type "
-                         f"{path.suffix or '(no extension)'}; use one of {', '.join(suffixes)}")
+        raise ValueError(
+            f"{name} {str(path)!r}: unsupported file type "
+            f"{path.suffix or '(no extension)'}; use one of {', '.join(suffixes)}"
+        )
     if path.is_dir():
         raise IsADirectoryError(f"{name} {str(path)!r} is a folder; give a file name")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{name} {str(path)!r} exists; pass --overwrite (overwrite=True) "
-                              "to replace it")
+        raise FileExistsError(
+            f"{name} {str(path)!r} exists; pass --overwrite (overwrite=True) to replace it"
+        )
     return path
 
 
-def write_output(path: str | os.PathLike, Y: np.ndarray, overwrite: bool = False, *,
-                 like: InputData | None = None, name: str = "embedding") -> Path:
+def write_output(
+    path: str | os.PathLike,
+    Y: np.ndarray,
+    overwrite: bool = False,
+    *,
+    like: InputData | None = None,
+    name: str = "embedding",
+) -> Path:
     """Write the embedding ``Y`` ``(N, d)`` by extension, atomically.
 
     Parameters
@@ -70,7 +83,8 @@ def write_output(path: str | os.PathLike, Y: np.ndarray, overwrite: bool = False
     else:
         pa = import_optional("pyarrow")
         import_optional("pyarrow.parquet").write_table(
-            pa.table({c: Y[:, i] for i, c in enumerate(columns)}), buffer)
+            pa.table({c: Y[:, i] for i, c in enumerate(columns)}), buffer
+        )
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
