@@ -151,15 +151,6 @@ def test_help_is_fast_and_imports_no_torch():
     assert best < 1.0, f"twinlearn fit cne --help took {best:.2f} s"
 
 
-def test_console_script_is_declared():
-    tomllib = pytest.importorskip("tomllib")
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert pyproject["project"]["scripts"]["twinlearn"] == "twinlearn.cli:main"
-    from twinlearn.cli import main as exported
-
-    assert exported is main
-
-
 # --- real runs --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mnist_slice(tmp_path_factory):

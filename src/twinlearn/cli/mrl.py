@@ -170,7 +170,8 @@ def load_dataset(name: str, path: str | Path) -> np.ndarray:
     ValueError
         ``name`` is a dataset that exists only as a download.
     """
-    from twinlearn.data.images import load_cifar10, load_images
+    from twinlearn.data.files import read_input
+    from twinlearn.data.images import load_cifar10
 
     path = Path(path)
     if name in OFFLINE_ONLY:
@@ -181,7 +182,7 @@ def load_dataset(name: str, path: str | Path) -> np.ndarray:
             return load_cifar10(tarball)[0]
         for folder in (path / "cifar10" / "train", path / "train"):
             if folder.is_dir():
-                return load_images(folder)[0].permute(0, 2, 3, 1).numpy()
+                return read_input(folder, progress=True).X
         raise FileNotFoundError(
             f"no CIFAR-10 at {path}: expected cifar10-jpg.tar.gz or a cifar10/train folder"
         )
@@ -191,7 +192,7 @@ def load_dataset(name: str, path: str | Path) -> np.ndarray:
         return load_stl10(path, "unlabeled")[0]
     if not path.is_dir():
         raise FileNotFoundError(f"--dataset_path {path} is not a folder of <class>/<image> files")
-    return load_images(path)[0].permute(0, 2, 3, 1).numpy()
+    return read_input(path, progress=True).X  # decoded under a progress bar
 
 
 def _check_before_reading(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ReLIC:
