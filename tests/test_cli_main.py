@@ -375,3 +375,24 @@ def test_python_dash_m_twinlearn_runs():
         [sys.executable, "-m", "twinlearn", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("twinlearn ")
+
+
+def test_fit_checkpoints_and_resumes(tmp_path, capsys):
+    from twinlearn import io
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32))
+    runs, common = tmp_path / "runs", ["--projector", "mlp-1-16", "--batch-size", "16", "-q"]
+    argv = ["fit", "tldr", str(tmp_path / "x.npy"), "--output-folder", str(runs), *common]
+    assert main([*argv, "-o", str(tmp_path / "a.safetensors"), "--n-epochs", "1"]) == 0
+    _, meta = io.load_tensors(runs / "latest_snapshot.safetensors", kind="checkpoint")
+    assert meta["epoch"] == 1
+    status = main([*argv, "-o", str(tmp_path / "b.safetensors"), "--n-epochs", "3", "--resume"])
+    _, meta = io.load_tensors(runs / "latest_snapshot.safetensors", kind="checkpoint")
+    assert status == 0 and meta["epoch"] == 3 and meta["step"] == 3 * 4  # 64 rows / batch 16
+    capsys.readouterr()
+    fresh = tmp_path / "fresh"
+    assert main([*argv[:3], "--output-folder", str(fresh), *common, "--resume", "-o",
+                 str(tmp_path / "c.safetensors"), "--n-epochs", "1"]) == 0  # fmt: skip
+    assert (fresh / "final_model.safetensors").exists()
+    err = capsys.readouterr().err  # --quiet keeps warnings, as one short line
+    assert err == f"twinlearn: warning: no checkpoint in {fresh}: training starts from scratch\n"

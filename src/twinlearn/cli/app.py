@@ -40,7 +40,9 @@ MAP_SUFFIXES = (".png", ".pdf", ".svg", ".html")
 
 
 def _common(parser: argparse.ArgumentParser, *, overwrite: bool = True) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or messages (warnings stay)"
+    )
     if overwrite:
         parser.add_argument(
             "--overwrite", action="store_true", help="replace an existing output file"
@@ -232,7 +234,7 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
 
 @contextlib.contextmanager
 def _console(quiet: bool) -> Iterator[None]:
-    """Log messages and warnings as short lines on stderr (none with ``--quiet``)."""
+    """Log messages (none with ``--quiet``) and warnings as short lines on stderr."""
     logger = logging.getLogger("twinlearn")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
@@ -241,7 +243,6 @@ def _console(quiet: bool) -> Iterator[None]:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore" if quiet else "default")
         warnings.showwarning = lambda message, category, *_: sys.stderr.write(
             f"{PROG}: warning: {message}\n"
         )
