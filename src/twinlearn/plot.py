@@ -79,6 +79,16 @@ def palette(k: int) -> np.ndarray:
     return colormaps["turbo"](np.linspace(0.05, 0.95, k))
 
 
+def _classes(
+    labels: Any, class_names: Sequence[str] | Mapping | None, n: int
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Class codes, legend names and colours; one black class without labels."""
+    if labels is None:
+        return np.zeros(n, dtype=np.int64), [], np.asarray([[0.0, 0.0, 0.0, 1.0]])
+    codes, names = label_codes(labels, class_names)
+    return codes, names, palette(len(names))
+
+
 def _check(Y: np.ndarray, labels: Any) -> np.ndarray:
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim != 2 or Y.shape[1] != 2:
@@ -161,6 +171,16 @@ def _legend(ax: Any, names: list[str], colours: np.ndarray) -> None:
     )
 
 
+def _scatter(ax: Any, Y: np.ndarray, colours: np.ndarray, point_size: float | None) -> None:
+    """Points whose size and opacity shrink with N, in random order so that no class is drawn
+    wholly on top of another."""
+    n = len(Y)
+    order = np.random.default_rng(0).permutation(n)
+    size = point_size if point_size is not None else float(np.clip(2e4 / max(n, 1), 0.5, 30))
+    alpha = float(np.clip(np.sqrt(2e4 / max(n, 1)), 0.3, 1.0))
+    ax.scatter(*Y[order].T, s=size, c=colours[order], alpha=alpha, linewidths=0, rasterized=True)
+
+
 def plot_embedding(
     Y: np.ndarray,
     labels: Sequence | np.ndarray | None = None,
@@ -198,32 +218,17 @@ def plot_embedding(
     Y = _check(Y, labels)
     if path is not None and Path(path).suffix.lower() == ".html":
         raise ValueError("an .html map is drawn by plot_embedding_html")
-    matplotlib = import_optional("matplotlib")
     if path is not None:
-        matplotlib.use("Agg", force=False)
+        import_optional("matplotlib").use("Agg", force=False)  # no window when writing a file
     plt = import_optional("matplotlib.pyplot")
     n = len(Y)
-    codes, names = (
-        label_codes(labels, class_names) if labels is not None else (np.zeros(n, int), [])
-    )
-    colours = palette(max(len(names), 1)) if names else np.asarray([[0.0, 0.0, 0.0, 1.0]])
+    codes, names, colours = _classes(labels, class_names, n)
     fig, ax = plt.subplots(figsize=(7.5 if names else 6, 6), dpi=dpi, layout="constrained")
     if density if density is not None else n >= DENSITY_THRESHOLD:
         image, extent = density_image(Y, colours[codes], pixels=round(4.5 * dpi))
         ax.imshow(image, extent=extent, origin="lower", interpolation="nearest")
     else:
-        order = np.random.default_rng(0).permutation(n)  # no class drawn wholly on top
-        size = point_size if point_size is not None else float(np.clip(2e4 / max(n, 1), 0.5, 30))
-        alpha = float(np.clip(np.sqrt(2e4 / max(n, 1)), 0.3, 1.0))
-        ax.scatter(
-            Y[order, 0],
-            Y[order, 1],
-            s=size,
-            c=colours[codes[order]],
-            alpha=alpha,
-            linewidths=0,
-            rasterized=True,
-        )
+        _scatter(ax, Y, colours[codes], point_size)
     if names:
         _legend(ax, names, colours)
     ax.set_aspect("equal", adjustable="datalim")
@@ -264,29 +269,19 @@ def plot_embedding_html(
     Y = _check(Y, labels)
     go = import_optional("plotly.graph_objects")
     n = len(Y)
-    codes, names = (
-        label_codes(labels, class_names) if labels is not None else (np.zeros(n, int), [""])
-    )
-    colours = palette(len(names)) if labels is not None else np.asarray([[0.0, 0.0, 0.0, 1.0]])
+    codes, names, colours = _classes(labels, class_names, n)
     Scatter = go.Scattergl if n > WEBGL_THRESHOLD else go.Scatter
-    size = float(np.clip(150 / np.sqrt(max(n, 1)), 2, 8))
+    marker = {"size": float(np.clip(150 / np.sqrt(max(n, 1)), 2, 8)), "opacity": 0.8}
+    # the trace name is the label: no label text is parsed as part of the template
+    hover = ("label: %{fullData.name}<br>" if labels is not None else "") + "index: %{customdata}"
     fig = go.Figure()
-    for k, name in enumerate(names):
+    for k, name in enumerate(names or [""]):
         rows = np.flatnonzero(codes == k)
         rgb = ",".join(str(round(255 * c)) for c in colours[k][:3])
-        label = name.replace("%", "%%")  # plotly reads %{...} in templates
-        fig.add_trace(
-            Scatter(
-                x=Y[rows, 0],
-                y=Y[rows, 1],
-                mode="markers",
-                name=name,
-                customdata=rows,
-                marker={"size": size, "color": f"rgb({rgb})", "opacity": 0.8},
-                hovertemplate=(f"label: {label}<br>" if labels is not None else "")
-                + "index: %{customdata}<extra></extra>",
-            )
-        )
+        fig.add_trace(Scatter(
+            x=Y[rows, 0], y=Y[rows, 1], mode="markers", name=name, customdata=rows,
+            marker={**marker, "color": f"rgb({rgb})"}, hovertemplate=hover + "<extra></extra>",
+        ))  # fmt: skip
     fig.update_layout(
         title=title,
         template="plotly_white",

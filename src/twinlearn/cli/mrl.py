@@ -140,7 +140,12 @@ def build_mrl_parser() -> argparse.ArgumentParser:
         default=None,
         help="resume from a latest_snapshot.safetensors (weights, optimizer, step, γ)",
     )
-    extra = p.add_argument_group("twinlearn options")
+    _add_twinlearn_options(p.add_argument_group("twinlearn options"))
+    return p
+
+
+def _add_twinlearn_options(extra: argparse._ArgumentGroup) -> None:
+    """The flags mrl-pytorch does not have."""
     extra.add_argument(
         "--max_images", type=_int_at_least(2), default=None, help="train on a random subset"
     )
@@ -150,7 +155,6 @@ def build_mrl_parser() -> argparse.ArgumentParser:
     extra.add_argument("--channels_last", action="store_true")
     extra.add_argument("--device", type=_device, default="auto")
     extra.add_argument("--seed", type=_int_at_least(0, SEED_MAX), default=42)
-    return p
 
 
 def _offline_only_message(name: str) -> str:
