@@ -3,6 +3,7 @@ neighbour graph reused, backed files, and bad input refused before any fit."""
 
 from __future__ import annotations
 
+import sys
 import types
 import warnings
 
@@ -181,3 +182,9 @@ def test_graph_of_the_wrong_shape_is_refused():
     fake.uns = {"mine": {"connectivities_key": "other"}}
     with pytest.raises(ValueError, match="no 'other' graph"):
         _obsp_graph(fake, "mine", "connectivities")
+
+
+def test_missing_anndata_names_the_package(pbmc, monkeypatch):
+    monkeypatch.setitem(sys.modules, "anndata", None)
+    with pytest.raises(ImportError, match="'anndata' is needed.*pip install"):
+        cne(pbmc)

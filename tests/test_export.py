@@ -99,6 +99,7 @@ def test_onnx_matches_transform_on_cifar(name, cifar_crops, tmp_path):
 
 
 def test_export_onnx_refuses_what_has_no_encoder(vector_models, tmp_path):
+    pytest.importorskip("onnx", reason="onnx is needed for the ONNX export")
     table = CNE(n_epochs=1, batch_size=16, n_neighbors=3, random_state=0).fit(
         np.random.default_rng(0).normal(size=(30, 4)))
     with pytest.raises(TypeError, match="non-parametric CNE"):
@@ -118,7 +119,7 @@ def test_export_onnx_refuses_what_has_no_encoder(vector_models, tmp_path):
 
 def test_export_onnx_without_onnx_names_the_package(vector_models, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ImportError, match="pip install onnx"):
+    with pytest.raises(ImportError, match="'onnx' is needed.*pip install"):
         export_onnx(vector_models["TLDR linear"], tmp_path / "m.onnx")
 
 
@@ -208,6 +209,9 @@ def test_numpy_reader_checks_architecture_size_and_input(vector_models, mnist_ro
         encoder.transform(np.full((2, 784), np.nan))
     with pytest.raises(ValueError, match="n_components"):
         encoder.transform(mnist_rows[1], n_components=9)
+    rewrite(path, lambda tensors, meta: meta["params"].update(n_components=7))
+    with pytest.raises(ValueError, match="gives 8 outputs, the config says 7"):
+        NumpyEncoder.from_file(path)
     # the config says a linear encoder, the tensors hold an MLP (ReLUs, no biases)
     rewrite(path, lambda tensors, meta: meta["params"].update(encoder="linear"))
     with pytest.raises(ValueError, match="not the TLDR network"):

@@ -213,13 +213,15 @@ class NumpyEncoder:
         layers = _decode_layers(tensors, "encoder" if meta["class"] == "TLDR" else "model", path)
         linears = [layer for layer in layers if layer.kind == "linear"]
         kinds, bias = _expected_kinds(meta, len(linears), path)
-        if [layer.kind for layer in layers] != kinds or any((len(l.arrays) == 2) != bias for l in linears):
+        with_bias = [len(layer.arrays) == 2 for layer in linears]
+        if [layer.kind for layer in layers] != kinds or with_bias != [bias] * len(linears):
             raise ValueError(f"{path}: its layers {[layer.kind for layer in layers]} are not the "
                              f"{meta['class']} network its config describes")
+        # CNE's original name of n_components is embd_dim (as CNE.load reads it)
+        n_components = meta["params"].get("embd_dim") or meta["params"].get("n_components")
         n_features = meta["fitted"].get("n_features_in_")
-        n_components = linears[-1].arrays[0].shape[0]
-        if not isinstance(n_features, int):
-            raise ValueError(f"{path} has no n_features_in_ in its config")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n_features, n_components)):
+            raise ValueError(f"{path}: its config gives no n_features_in_ or n_components")
         _check_widths(layers, n_features, n_components, path)
         return cls(tuple(layers), n_features, n_components, meta["class"])
 
