@@ -91,8 +91,6 @@ def test_cne_trains_on_scanpy_graph_given_with_its_weights(pbmc, monkeypatch):
     assert pbmc.uns["X_cne"]["neighbors_key"] == "neighbors"
 
 
-@pytest.mark.xfail(strict=False, reason="CNE keeps only the pattern of a sparse knn_graph; the "
-                                        "lead's change keeps its weights")
 def test_cne_keeps_the_weights_of_scanpy_graph(pbmc, monkeypatch):
     calls = spy_on_fit(monkeypatch, CNE)
     cne(pbmc, neighbors_key="neighbors", random_state=0, n_epochs=1)

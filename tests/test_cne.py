@@ -159,10 +159,14 @@ def test_user_graph_sparse_or_indices(blobs):
                                CNE(**FAST).fit_transform(X, knn_graph=idx), rtol=1e-5, atol=1e-5)
     by_default = CNE(**binary).fit_transform(X)
     by_indices = CNE(**binary).fit_transform(X, knn_graph=idx)
-    by_sparse = CNE(**FAST).fit_transform(X, graph=A)  # a sparse graph is its binary pattern
+    by_sparse = CNE(**binary).fit_transform(X, graph=A)  # binary: a sparse graph's pattern
     np.testing.assert_allclose(by_default, by_indices)
     np.testing.assert_allclose(by_default, by_sparse)
     assert CNE(**FAST).fit(X, graph=A).neighbor_graph_.nnz == (A + A.T).nnz
+    # fuzzy (the default): a sparse graph keeps its weights, symmetrised as max(W, Wᵀ)
+    B = A.multiply(np.random.default_rng(0).uniform(0.1, 1.0, size=(300, 300))).tocsr()
+    kept = CNE(**FAST).fit(X, graph=B).neighbor_graph_
+    np.testing.assert_allclose(kept.toarray(), B.maximum(B.T).toarray(), rtol=1e-6)
 
 
 def test_fuzzy_graph_weights_and_shorter_epochs(blobs):

@@ -15,7 +15,8 @@ from test_io import CORRUPTIONS, rewrite
 
 import twinlearn
 from twinlearn import CNE, TLDR, ReLIC, TSimCNE, io
-from twinlearn.export import META_KEY, READABLE_FORMAT_VERSION, NumpyEncoder, export_onnx
+from twinlearn.export import export_onnx
+from twinlearn.numpy_encoder import META_KEY, READABLE_FORMAT_VERSION, NumpyEncoder
 
 VECTOR_MODELS = {
     "TLDR linear": lambda: TLDR(n_components=8, projector="mlp-1-16", n_epochs=2, batch_size=64,
@@ -129,7 +130,7 @@ NO_TORCH_SCRIPT = textwrap.dedent(
     import sys
     sys.modules["torch"] = None  # any import of torch now fails
     import numpy as np
-    from twinlearn.export import numpy_transform
+    from twinlearn.numpy_encoder import numpy_transform
     folder = sys.argv[1]
     X = np.load(folder + "/X.npy")
     for name in sys.argv[2:]:

@@ -7,8 +7,15 @@ from types import ModuleType
 
 _EXTRA_OF = {
     "matplotlib": "plot",
+    "plotly": "plot",
     "torchvision": "vision",
-    "pandas": "test",
+    "PIL": "vision",
+    "pandas": "tables",
+    "pyarrow": "tables",
+    "anndata": "anndata",
+    "h5py": "anndata",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
 }
 
 

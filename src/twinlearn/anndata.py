@@ -125,7 +125,7 @@ def _embed(
 
     _check_adata(adata, key_added, copy)
     estimator = getattr(twinlearn, method)(**{"random_state": 0, **params})
-    estimator._check_params()
+    estimator._validate_params()
     target = adata.copy() if copy else adata
     rep = _rep_name(target, use_rep)
     graph = None

@@ -197,6 +197,14 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         chunks = (to_tensor(b, device) for b in iter_row_chunks(X, TRANSFORM_CHUNK))
         return run_in_chunks(module, chunks, X.shape[0])
 
+    def export_onnx(self, path: str | os.PathLike, *, n_components: int | None = None,
+                    opset: int = 17) -> Path:
+        """Write the fitted encoder as an ONNX graph with a free batch size (see
+        :func:`twinlearn.export.export_onnx`); a non-parametric CNE has none (``TypeError``)."""
+        from twinlearn.export import export_onnx
+
+        return export_onnx(self, path, n_components=n_components, opset=opset)
+
     # --- model files -------------------------------------------------------------------------
     def _save(self, path: str | os.PathLike, modules: dict[str, nn.Module], fitted: dict[str, Any],
               tensors: dict[str, torch.Tensor] | None = None) -> None:

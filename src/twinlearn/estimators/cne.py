@@ -129,7 +129,8 @@ class CNE(CNEModelFile, TwinlearnEstimator):
         probability ``w / max(w)``, so close neighbours are positives more often than far ones
         and an epoch is ~3× shorter (MNIST: 0.969 vs 0.962 10-NN accuracy for NEG, see
         benchmarks/RESULTS.md). ``"binary"``: every edge once per epoch, as the original
-        ``contrastive-ne``. A sparse ``knn_graph`` is always used as given (binary pattern).
+        ``contrastive-ne``. A sparse ``knn_graph`` keeps its own weights (``"fuzzy"``) or
+        its pattern (``"binary"``).
     nesting_dims : list of int, optional
         Matryoshka: the loss is summed over these prefixes of the embedding, e.g.
         ``CNE(parametric=True, n_components=16, nesting_dims=[2, 4, 8, 16])``; then
@@ -271,8 +272,9 @@ class CNE(CNEModelFile, TwinlearnEstimator):
             spectral embedding of the neighbour graph (UMAP's), random (openTSNE's std 1e-4),
             or given coordinates.
         knn_graph : scipy sparse matrix or int array of shape (n_samples, k), optional
-            Positive pairs instead of a computed kNN graph: the nonzero pattern of a sparse
-            matrix, or an index array (all its columns). Union-symmetrised, weights ignored.
+            Positive pairs instead of a computed kNN graph: a weighted sparse matrix (e.g.
+            scanpy's ``obsp["connectivities"]``; symmetrised as ``max(W, Wᵀ)``, its weights
+            kept unless ``edge_weights="binary"``), or an index array (all its columns).
         graph : same as ``knn_graph`` (the original's name)
         callbacks : sequence of callables
             Extra ``callback(trainer, epoch, mean_loss)`` run after every epoch.

@@ -152,6 +152,22 @@ def neighbor_distances(X, indices: np.ndarray, chunk_rows: int = 1024) -> np.nda
     return out
 
 
+def weighted_edges(graph: scipy.sparse.spmatrix, n_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Directed edges of ``max(W, Wᵀ)`` for a square sparse graph of positive weights (a
+    symmetric one, such as UMAP's or scanpy's connectivities, is kept as it is), no self-loops."""
+    if graph.shape != (n_samples, n_samples):
+        raise ValueError(f"sparse graph has shape {graph.shape}, expected ({n_samples}, {n_samples})")
+    W = scipy.sparse.csr_matrix(graph, dtype=np.float64, copy=True)
+    W.eliminate_zeros()
+    if W.nnz and (not np.isfinite(W.data).all() or (W.data < 0).any()):
+        raise ValueError("a weighted graph needs finite, non-negative weights")
+    W = W.maximum(W.T).tocoo()
+    keep = W.row != W.col
+    if not keep.any():
+        raise ValueError("the graph has no edges between distinct points")
+    return W.row[keep].astype(np.int64), W.col[keep].astype(np.int64), W.data[keep].astype(np.float32)
+
+
 def positive_edges(
     X, graph: object, *, index, n_neighbors: int, fuzzy: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -164,7 +180,8 @@ def positive_edges(
     graph : None, int array of shape (n_samples, k) or scipy sparse matrix
         ``None``: the ``n_neighbors`` nearest neighbours from ``index``; an index array: those
         neighbours (their distances computed from ``X`` for fuzzy weights); a sparse matrix:
-        its nonzero pattern (binary).
+        its weights, symmetrised as ``max(W, Wᵀ)`` (its nonzero pattern when not ``fuzzy``),
+        e.g. scanpy's ``obsp["connectivities"]``.
     index : KNNIndex
         Built on ``X``; used when ``graph`` is None.
     n_neighbors : int
@@ -173,7 +190,7 @@ def positive_edges(
     """
     n = X.shape[0]
     if scipy.sparse.issparse(graph):
-        return (*symmetric_edges(graph, n), None)
+        return weighted_edges(graph, n) if fuzzy else (*symmetric_edges(graph, n), None)
     if graph is None:
         idx, dist = index.query_self(n_neighbors)
         dist = np.sqrt(np.maximum(dist, 0))
