@@ -27,6 +27,7 @@ CONTAINERS = ("numpy", "memmap", "torch", "pandas", "list")
 EXPECTED = {
     "complex": (ValueError, "Complex"),
     "not numbers": (TypeError, r"dtype|numbers|strings"),
+    "ragged": (ValueError, "not a rectangular array"),
     "nonfinite": (ValueError, "NaN or infinity"),
     "beyond float32": (ValueError, "beyond float32 range"),
     "overflowing norm": (ValueError, "squared norm"),
@@ -97,7 +98,10 @@ def policy_cases(draw, container: str):
         X = base.astype(object)
         filler = draw(st.sampled_from(["a", "1.5", b"2", {"k": 1}, [1], None]))
         X[draw(st.integers(0, n - 1)), 0] = filler
-        return X, dtype, "nonfinite" if filler is None else "not numbers"
+        if filler is None:
+            return X, dtype, "nonfinite"
+        # as a list of lists, a list in a cell makes the rows ragged
+        return X, dtype, "ragged" if container == "list" and isinstance(filler, list) else "not numbers"
     kind = draw(st.sampled_from(_value_kinds(dtype)))
     X = _with_value(base, dtype, kind, draw)
     if dtype.startswith("complex"):
