@@ -26,7 +26,7 @@ N_EXAMPLES = 150
 MIN_EXAMPLES = 100
 SETTINGS = settings(max_examples=N_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: what an error about the data must talk about
-DATA_WORDS = re.compile(r"NaN|infinity|2D|sample|feature|dtype|Sparse|Complex|numbers|string|float", re.I)
+DATA_WORDS = re.compile(r"NaN|infinity|2D|sample|feature|dtype|Sparse|Complex|numbers|string|float|meta", re.I)
 #: an error about images must name the argument or the image it is about
 IMAGE_WORDS = re.compile(r"\bX\b|image", re.I)
 
@@ -38,13 +38,28 @@ def _finite_base(draw, n_min=10, d=5):
 
 @st.composite
 def bad_arrays(draw, d=5):
-    """Arrays every entry point must refuse."""
-    kind = draw(st.sampled_from(["nonfinite", "ndim", "empty", "object", "complex", "bool", "sparse"]))
-    if kind == "nonfinite":
+    """Arrays every entry point must refuse (booleans are accepted as 0/1: not among them)."""
+    kind = draw(st.sampled_from([
+        "nonfinite", "beyond float32", "overflowing norms", "ndim", "empty", "object", "complex",
+        "dates or strings", "sparse", "torch sparse or meta",
+    ]))
+    if kind in ("nonfinite", "beyond float32", "overflowing norms"):
         X = _finite_base(draw, d=d)
         i, j = draw(st.integers(0, X.shape[0] - 1)), draw(st.integers(0, d - 1))
-        X[i, j] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-        return X
+        if kind == "nonfinite":
+            X[i, j] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+            return X
+        if kind == "beyond float32":  # finite in float64, infinite once cast
+            X[i, j] = draw(st.floats(3.5e38, 1e300)) * draw(st.sampled_from([1, -1]))
+            return X
+        # finite in float32, but squared distances overflow
+        X[i, j] = draw(st.floats(7e18, 1.8e38)) * draw(st.sampled_from([1, -1]))
+        return X.astype(draw(st.sampled_from([np.float32, np.float64])))
+    if kind == "dates or strings":
+        return _finite_base(draw, d=d).astype(draw(st.sampled_from(["datetime64[s]", "timedelta64[ms]", str, bytes])))
+    if kind == "torch sparse or meta":
+        X = torch.from_numpy(_finite_base(draw, d=d))
+        return draw(st.sampled_from([X.to_sparse(), X.to_sparse_csr(), X.to("meta")]))
     if kind == "ndim":
         ndim = draw(st.sampled_from([0, 1, 3]))
         shape = draw(hnp.array_shapes(min_dims=ndim, max_dims=ndim, min_side=1, max_side=6)) if ndim else ()
@@ -57,8 +72,6 @@ def bad_arrays(draw, d=5):
         return X
     if kind == "complex":
         return _finite_base(draw, d=d) * (1 + 1j)
-    if kind == "bool":
-        return _finite_base(draw, d=d) > 0
     return scipy.sparse.random(draw(st.integers(10, 30)), d, density=0.3, format="csr")
 
 

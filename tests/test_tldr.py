@@ -122,7 +122,6 @@ def test_snapshots_and_resume_equal_uninterrupted_run(blobs, tmp_path):
         (np.zeros((0, 3)), ValueError, "sample"),
         (np.zeros((20, 3), dtype=complex), ValueError, "Complex"),
         (np.array([["a", "b"]] * 20, dtype=object), TypeError, "numbers"),
-        (np.zeros((20, 3), dtype=bool), TypeError, "boolean"),
     ],
 )
 def test_bad_input_raises_before_work(bad, error, match):

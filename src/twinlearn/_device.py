@@ -36,14 +36,18 @@ def resolve_device(device: DeviceLike | None) -> torch.device:
 
 
 def seed_from(random_state: int | np.random.Generator | None) -> int:
-    """Draw a 63-bit seed from ``random_state`` without touching any global RNG."""
+    """Draw a 63-bit seed from ``random_state`` without touching any global RNG.
+
+    An int must lie in ``[0, 2**63)``: seeds feed torch generators (at most 64 bits) with small
+    offsets added, and wrapping a larger one silently would give two seeds the same runs.
+    """
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> 1)
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(0, 2**63 - 1))
     if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be non-negative, got {random_state}")
+        if not 0 <= random_state < 2**63:
+            raise ValueError(f"random_state must be an int in [0, 2**63), got {random_state}")
         return int(random_state)
     raise TypeError(
         f"random_state must be None, an int or a numpy Generator, got {type(random_state).__name__}"

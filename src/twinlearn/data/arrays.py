@@ -1,31 +1,60 @@
 """Validation of feature arrays and the stores that feed rows to the trainer.
 
-Inputs may be NumPy arrays, ``numpy.memmap`` files (kept out of core), torch tensors or anything
-scikit-learn's ``check_array`` accepts (lists, pandas frames).
+Inputs may be NumPy arrays, ``numpy.memmap`` files (kept out of core), torch tensors, pandas
+data frames or lists of lists; :func:`validate_features` states the one policy for all of them.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import scipy.sparse
 import torch
-from sklearn.utils.validation import check_array
 
 ArrayLike = np.ndarray | torch.Tensor
 
-_CHUNK_ROWS = 65536
+#: values per block when a memmap (or a tensor) is checked or cast: 16 MB in float32
+_BLOCK_VALUES = 2**22
+#: largest squared row norm accepted: squared distances are computed as |x|² + |y|² - 2·x·y in
+#: float32 (kNN, losses), whose terms then stay below float32's maximum with room to spare
+_MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 8
+_TORCH_INTS = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64} | {
+    getattr(torch, f"uint{bits}") for bits in (16, 32, 64) if hasattr(torch, f"uint{bits}")
+}
 
 
-def _reject_bad_kind(kind: str, dtype: object, name: str) -> None:
-    if kind == "b":
-        raise TypeError(f"{name} has boolean dtype; convert it to float explicitly (X.astype(float))")
+class SampleIndexError(ValueError, IndexError):
+    """A row index outside the training data. A ``ValueError`` (bad argument) that is also an
+    ``IndexError``, as NumPy's ``AxisError`` is, so code written for plain indexing still works."""
+
+
+def _check_kind(kind: str, dtype: object, name: str) -> None:
+    """Real numbers and booleans pass; everything else is refused with the dtype named."""
+    if kind in "fiub":
+        return
     if kind == "c":
-        raise ValueError(f"Complex data not supported: {name} has dtype {dtype}")
-    if kind not in "fiu":
-        raise TypeError(f"{name} has dtype {dtype}; a real numeric dtype is expected")
+        # ValueError with this wording: scikit-learn's estimator checks demand it
+        raise ValueError(f"Complex data not supported: {name} has dtype {dtype}; pass its real "
+                         "part or magnitude")
+    hint = {"M": "; convert dates to numbers first", "m": "; convert durations to numbers first",
+            "U": "; strings are not numbers", "S": "; bytes are not numbers"}.get(kind, "")
+    raise TypeError(f"{name} has dtype {dtype}; a real numeric dtype (float, int, uint or bool) "
+                    f"is expected{hint}")
+
+
+def _check_tensor(X: torch.Tensor, name: str) -> None:
+    if X.layout != torch.strided or X.is_nested:
+        kind = "a nested tensor" if X.is_nested else f"a torch tensor with layout {X.layout}"
+        raise TypeError(f"{name} is {kind}; pass a dense tensor (.to_dense())")
+    if X.is_meta:
+        raise TypeError(f"{name} is a meta tensor, which holds no values")
+    if X.is_complex():
+        raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
+    if not (X.dtype.is_floating_point or X.dtype == torch.bool or X.dtype in _TORCH_INTS):
+        raise TypeError(f"{name} has dtype {X.dtype}; a real numeric dtype (float, int, uint or "
+                        "bool) is expected")
 
 
 def _check_shape(shape: tuple[int, ...], name: str, min_samples: int) -> None:
@@ -47,16 +76,126 @@ def _check_shape(shape: tuple[int, ...], name: str, min_samples: int) -> None:
         )
 
 
-def _check_finite_chunked(X: np.ndarray | torch.Tensor, name: str) -> None:
-    for start in range(0, X.shape[0], _CHUNK_ROWS):
-        block = X[start : start + _CHUNK_ROWS]
-        ok = torch.isfinite(block).all() if isinstance(block, torch.Tensor) else np.isfinite(block).all()
-        if not bool(ok):
-            raise ValueError(f"Input {name} contains NaN or infinity (in rows {start}..)")
+def _refuse_strings(values: np.ndarray, name: str) -> None:
+    """Strings in an object array (or column) would be parsed as numbers by the conversion."""
+    if values.size and np.frompyfunc(lambda v: isinstance(v, (str, bytes)), 1, 1)(values).any():
+        raise TypeError(f"{name} holds strings; it must contain only numbers")
+
+
+def _as_float(convert: Callable[[], np.ndarray], name: str) -> np.ndarray:
+    """Run ``convert`` (object values to float64, element by element as scikit-learn does: its
+    estimator checks demand that numbers stored as objects pass), naming ``name`` on failure."""
+    try:
+        return convert()
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must contain only numbers: {err}") from err
+
+
+def _to_numpy(X: object, name: str) -> np.ndarray:
+    """A list, pandas data frame or other array-like as a NumPy array of real numbers."""
+    if hasattr(X, "iloc") and hasattr(X, "columns"):  # a data frame: one dtype per column
+        dtypes = X.dtypes
+        for i, (column, dtype) in enumerate(dtypes.items()):
+            where = f"{name} (column {column!r})"
+            if dtype.kind == "O":
+                _refuse_strings(X.iloc[:, i].to_numpy(), where)
+            else:
+                _check_kind(dtype.kind, dtype, where)
+        if all(dtype == np.float32 for dtype in dtypes):
+            return X.to_numpy()
+        # pandas' missing values (nullable columns, None) become NaN, refused later
+        return _as_float(lambda: X.to_numpy(dtype=np.float64, na_value=np.nan), name)
+    try:
+        values = np.asarray(X)
+    except ValueError as err:
+        raise ValueError(f"{name} is not a rectangular array: {err}") from err
+    if values.dtype.kind == "O":
+        _refuse_strings(values, name)
+        values = _as_float(lambda: values.astype(np.float64), name)
+    _check_kind(values.dtype.kind, values.dtype, name)
+    return values
+
+
+def _float32(block: ArrayLike) -> ArrayLike:
+    if isinstance(block, torch.Tensor):
+        return block.to(torch.float32)
+    with np.errstate(over="ignore"):  # values beyond float32's range are reported by the caller
+        return np.ascontiguousarray(block, dtype=np.float32)
+
+
+def _squared_norms(block: ArrayLike) -> ArrayLike:
+    """Row squared norms, accumulated in float32 as the kNN and losses do (so they overflow
+    where those would)."""
+    if isinstance(block, torch.Tensor) and block.device.type != "cpu":
+        return torch.einsum("ij,ij->i", block, block)
+    values = block.numpy() if isinstance(block, torch.Tensor) else block  # numpy's is faster
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.einsum("ij,ij->i", values, values)
+
+
+def _first(mask: ArrayLike) -> int:
+    """Index of the first true entry of a 1-D mask."""
+    if isinstance(mask, torch.Tensor):
+        return int(torch.nonzero(mask)[0, 0])
+    return int(np.flatnonzero(mask)[0])
+
+
+def _bad_rows(values: ArrayLike) -> ArrayLike:
+    lib = torch if isinstance(values, torch.Tensor) else np
+    return ~lib.isfinite(values).all(1)
+
+
+def _explain(block: ArrayLike, source: ArrayLike, start: int, name: str) -> None:
+    """Raise the error for a block whose squared norms failed the check, naming the first row
+    at fault. ``source`` is the block before the cast to float32."""
+    bad = _bad_rows(source)
+    if bool(bad.any()):
+        raise ValueError(f"Input {name} contains NaN or infinity (row {start + _first(bad)})")
+    bad = _bad_rows(block)
+    if bool(bad.any()):
+        raise ValueError(
+            f"Input {name} has values beyond float32 range (|x| > 3.4e38, row "
+            f"{start + _first(bad)}); rescale it (e.g. divide it by its largest absolute value)"
+        )
+    row = start + _first(~(_squared_norms(block) <= _MAX_SQUARED_NORM))
+    raise ValueError(
+        f"Input {name} has rows whose squared norm exceeds {_MAX_SQUARED_NORM:.1e} (row {row}): "
+        "squared distances between such rows overflow float32; rescale it (e.g. divide it by its "
+        "largest absolute value)"
+    )
+
+
+def _check_values(values: ArrayLike, source: ArrayLike, name: str) -> None:
+    """One pass over the rows, block by block (a memmap is read once, never whole): every
+    value finite in float32 and every squared row norm at most ``_MAX_SQUARED_NORM``.
+    ``source`` is ``values`` before the cast to float32, for the wording of the error."""
+    rows = max(1, _BLOCK_VALUES // values.shape[1])
+    for start in range(0, values.shape[0], rows):
+        block = _float32(values[start : start + rows])
+        # NaN compares false: one test finds non-finite values and overflowing norms alike
+        if not bool((_squared_norms(block) <= _MAX_SQUARED_NORM).all()):
+            _explain(block, source[start : start + rows], start, name)
 
 
 def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> ArrayLike:
     """Check a feature matrix and return it as float32 without copying out-of-core data.
+
+    The one input policy of twinlearn's vector estimators, kNN and metrics:
+
+    - **containers**: NumPy arrays, ``numpy.memmap`` files, dense (strided) torch tensors on any
+      device, pandas data frames, lists of lists and other array-likes;
+    - **dtypes**: real numbers (float, int, uint) and booleans, taken as 0/1 (as scikit-learn
+      does), for every container alike. Object arrays and object columns of a data frame are
+      converted element by element as scikit-learn does; strings or anything else that is not
+      a number in them raise ``TypeError`` (pandas' missing values become NaN, refused below).
+      Complex data raises ``ValueError`` (scikit-learn's contract); strings, bytes, dates and durations
+      (``datetime64``/``timedelta64``, NumPy or pandas) raise ``TypeError``, as do torch sparse,
+      nested and meta tensors and scipy.sparse matrices;
+    - **values**, checked after the conversion to float32, in one pass (a memmap block by
+      block): NaN and ±inf raise ``ValueError``, and so do finite values beyond float32's range
+      (float64 above 3.4e38) and rows whose squared norm exceeds ~4e37 (|x| ≳ 6.5e18), whose
+      squared distances would overflow float32 and make the kNN graph and the losses
+      meaningless; rescale such data.
 
     Parameters
     ----------
@@ -76,62 +215,56 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
     Raises
     ------
     TypeError
-        For sparse, boolean, object or non-numeric input.
+        For a dtype or container outside the policy above.
     ValueError
-        For complex input, a wrong number of dimensions, too few rows, no columns, or NaN/inf.
+        For complex input, a wrong number of dimensions, too few rows, no columns, or values
+        outside the policy above.
     """
     if scipy.sparse.issparse(X):
         raise TypeError(
             f"Sparse input is not supported for {name}: pass a dense array (X.toarray())"
         )
     if isinstance(X, torch.Tensor):
-        if X.is_complex():
-            raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
-        if X.dtype == torch.bool:
-            raise TypeError(f"{name} has dtype {X.dtype}; a real numeric dtype is expected")
+        _check_tensor(X, name)
         _check_shape(tuple(X.shape), name, min_samples)
-        X = X.detach().to(torch.float32)
-        _check_finite_chunked(X, name)
-        return X
-    if isinstance(X, np.memmap):
-        _reject_bad_kind(X.dtype.kind, X.dtype, name)
+        source = X.detach()
+        X = source.to(torch.float32)
+    elif isinstance(X, np.memmap):  # cast block by block when used: it stays on disk
+        _check_kind(X.dtype.kind, X.dtype, name)
         _check_shape(X.shape, name, min_samples)
-        _check_finite_chunked(X, name)
-        return X
-    dtype = getattr(X, "dtype", None)
-    if dtype is not None and getattr(dtype, "kind", "f") in "bc":
-        _reject_bad_kind(dtype.kind, dtype, name)
-    try:
-        shape = np.shape(X) if hasattr(X, "shape") or isinstance(X, (list, tuple)) else np.asarray(X).shape
-    except ValueError as err:
-        raise ValueError(f"{name} is not a rectangular array: {err}") from err
-    _check_shape(shape, name, min_samples)
-    try:
-        X = check_array(
-            X,
-            dtype=[np.float32, np.float64],
-            ensure_2d=True,
-            ensure_all_finite=True,
-            ensure_min_samples=min_samples,
-            input_name=name,
-        )
-    except (ValueError, TypeError) as err:
-        converting = "could not convert" in str(err) or "argument must be" in str(err)
-        if converting or getattr(dtype, "kind", None) == "O":
-            raise TypeError(f"{name} must contain only numbers: {err}") from err
-        raise
-    return np.ascontiguousarray(X, dtype=np.float32)
+        source = X
+    else:
+        source = _to_numpy(X, name)
+        _check_shape(source.shape, name, min_samples)
+        X = _float32(source)
+    _check_values(X, source, name)
+    return X
 
 
 def validate_sample_indices(idx: object, n_samples: int, name: str = "X") -> np.ndarray:
-    """Check an array of integer row indices against ``n_samples``."""
+    """Check integer row indices against ``n_samples``: each must lie in ``[0, n_samples)``.
+
+    Negative indices are refused rather than counted from the end: ``-1`` for a training point
+    is more likely a bug than a wish for the last one. Raises ``TypeError`` for anything but an
+    int or a 1-D array of ints, and :class:`SampleIndexError` (a ``ValueError``) naming the
+    first index out of range.
+    """
     idx = np.asarray(idx)
-    if idx.ndim > 1 or idx.dtype.kind not in "iu":
+    # a Python int beyond int64 arrives as an object array
+    integral = idx.dtype.kind in "iu" or (
+        idx.dtype.kind == "O"
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in idx.flat)
+    )
+    if idx.ndim > 1 or not integral:
         raise TypeError(f"{name} must be an int or a 1D array of ints when selecting rows")
-    idx = idx.astype(np.int64).reshape(-1)
-    if idx.size and (idx.min() < -n_samples or idx.max() >= n_samples):
-        raise IndexError(f"{name} has indices outside [0, {n_samples}) of the training data")
-    return idx % n_samples
+    idx = idx.reshape(-1)
+    outside = (idx < 0) | (idx >= n_samples)
+    if outside.any():
+        raise SampleIndexError(
+            f"{name} selects row {idx[outside][0]}, but the model has {n_samples} training "
+            f"samples: indices must lie in [0, {n_samples})"
+        )
+    return idx.astype(np.int64)
 
 
 def iter_row_chunks(X: ArrayLike, chunk_rows: int) -> Iterator[ArrayLike]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from twinlearn._device import seed_from
+
 _ENV_VAR = "TWINLEARN_DATA"
 
 
@@ -51,9 +53,17 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
 
 
 def load_mnist(
-    path: str | os.PathLike | None = None, *, flatten: bool = True, scale: bool = True
+    path: str | os.PathLike | None = None,
+    *,
+    flatten: bool = True,
+    scale: bool = True,
+    shuffle: bool = False,
+    random_state: int | np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Load MNIST from ``mnist.npz`` or the standard IDX files (``train-images-idx3-ubyte[.gz]``).
+
+    The rows come in the file's order, and the shared ``mnist.npz`` is **sorted by digit**:
+    take random subsets (or ``shuffle=True``), never a prefix, which would hold only zeros.
 
     Parameters
     ----------
@@ -64,6 +74,10 @@ def load_mnist(
         Return images as 784-d rows.
     scale : bool
         Return float32 pixels in [0, 1] instead of uint8.
+    shuffle : bool
+        Permute the training and the test set (each with its labels) at random.
+    random_state : int, numpy Generator or None
+        Seed of the permutation when ``shuffle``.
 
     Returns
     -------
@@ -92,6 +106,10 @@ def load_mnist(
     else:
         raise FileNotFoundError(f"{path} does not exist")
     x_train, y_train, x_test, y_test = arrays
+    if shuffle:
+        rng = np.random.default_rng(seed_from(random_state))
+        train, test = rng.permutation(len(x_train)), rng.permutation(len(x_test))
+        x_train, y_train, x_test, y_test = x_train[train], y_train[train], x_test[test], y_test[test]
     if flatten:
         x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
     if scale:

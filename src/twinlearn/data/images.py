@@ -104,6 +104,20 @@ def _to_hwc_uint8(img: object, index: int) -> np.ndarray:
     return arr
 
 
+def _read_image(source: str | os.PathLike | _io.BytesIO, where: str) -> np.ndarray:
+    """Decode one image file as an ``(H, W, 3)`` uint8 array; a file that cannot be decoded
+    raises ``ValueError`` naming ``where`` (PIL's own errors do not name the file)."""
+    Image = _pil()
+    # unknown or truncated data (OSError), a size beyond PIL's pixel limit (DecompressionBombError)
+    # and a few plugins' own parse errors
+    errors = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+    try:
+        with Image.open(source) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except errors as err:
+        raise ValueError(f"cannot read the image file {where}: {err}") from err
+
+
 def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     return np.asarray(_pil().fromarray(arr).resize((width, height), resample=2), dtype=np.uint8)
@@ -165,8 +179,9 @@ def load_images(
         For input of no supported kind (sparse matrices and mappings included) or a dtype other
         than uint8 or float.
     ValueError
-        For a wrong shape or channel count, no images, images without pixels, and float pixels
-        that are not finite or lie outside [0, 1] (they are never clipped silently).
+        For a wrong shape or channel count, no images, images without pixels, float pixels
+        that are not finite or lie outside [0, 1] (they are never clipped silently), and an
+        image file of a folder that cannot be decoded (the message names the file).
     """
     image_size = check_image_size(image_size)
     if scipy.sparse.issparse(X):
@@ -180,12 +195,7 @@ def load_images(
         if not root.is_dir():
             raise ValueError(f"{name}={str(X)!r} is not a directory of class subfolders")
         paths, labels, _ = _folder_items(root)
-        Image = _pil()
-        arrays = []
-        for i, p in enumerate(paths):
-            with Image.open(p) as img:
-                arrays.append(_to_hwc_uint8(img, i))
-        return _stack(arrays, image_size), labels
+        return _stack([_read_image(p, str(p)) for p in paths], image_size), labels
     if isinstance(X, torch.Tensor) and X.ndim not in (3, 4):
         raise ValueError(f"{name} tensor must be (N, C, H, W) or (N, H, W), got shape {tuple(X.shape)}")
     if isinstance(X, torch.Tensor) and X.dtype == torch.uint8 and X.ndim == 4 and X.shape[1] in (1, 3):
@@ -232,7 +242,6 @@ def _cifar_cache_dir() -> Path:
 
 
 def _read_cifar_tarball(path: Path) -> dict[str, np.ndarray]:
-    Image = _pil()
     index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
     parts: dict[str, list] = {"train": [], "test": []}
     with tarfile.open(path, "r:*") as tar:
@@ -240,8 +249,9 @@ def _read_cifar_tarball(path: Path) -> dict[str, np.ndarray]:
             bits = Path(member.name).parts
             if not member.isfile() or len(bits) < 4 or bits[-3] not in parts or bits[-2] not in index:
                 continue
-            with Image.open(_io.BytesIO(tar.extractfile(member).read())) as img:
-                parts[bits[-3]].append((bits[-2], bits[-1], np.asarray(img.convert("RGB"), dtype=np.uint8)))
+            data = _io.BytesIO(tar.extractfile(member).read())
+            image = _read_image(data, f"{path}:{member.name}")
+            parts[bits[-3]].append((bits[-2], bits[-1], image))
     out = {}
     for split, items in parts.items():
         items.sort(key=lambda t: (index[t[0]], t[1]))

@@ -220,11 +220,10 @@ class CNE(CNEModelFile, TwinlearnEstimator):
     def _dim(self) -> int:
         return self._alias(self.n_components, self.embd_dim, "n_components", "embd_dim", 2)
 
+    _output_width = _dim
+
     def _k(self) -> int:
         return self._alias(self.n_neighbors, self.k, "n_neighbors", "k", 15)
-
-    def _output_width(self) -> int:
-        return self._dim()
 
     def _check_param_relations(self) -> None:
         self._dim()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from twinlearn.data.arrays import ArrayLike, iter_row_chunks, to_tensor
+
+#: a database block: (first row, its rows, their squared norms). The rows are a prepared tensor,
+#: or the raw memmap block when the memmap is searched from disk
+_Block = tuple[int, ArrayLike, torch.Tensor]
 
 
 def _block_distances(q: torch.Tensor, db: torch.Tensor, db_sq: torch.Tensor, metric: str) -> torch.Tensor:
@@ -22,6 +27,41 @@ def _prepare(block: ArrayLike, device: torch.device, metric: str) -> torch.Tenso
     return t
 
 
+def _database(X: ArrayLike, device: torch.device, metric: str, block_rows: int) -> list[_Block]:
+    """The database blocks. They are held on ``device``, except for a memmap searched on the
+    CPU: a prepared (float32, normalised) copy would cost RAM for the whole file, so its blocks
+    are read from disk again for every query block (float32 rows without a copy), which the
+    matrix products, ``query_block`` times more work, hide."""
+    from_disk = isinstance(X, np.memmap) and device.type == "cpu"
+    blocks = []
+    for start, block in zip(range(0, X.shape[0], block_rows), iter_row_chunks(X, block_rows)):
+        t = _prepare(block, device, metric)
+        blocks.append((start, block if from_disk else t, (t * t).sum(1)))
+    return blocks
+
+
+def _nearest(
+    q: torch.Tensor, q_start: int, database: list[_Block], k: int, metric: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest database rows of the query rows ``q`` (rows ``q_start..`` of the data,
+    each excluded from its own list)."""
+    device = q.device
+    rows = torch.arange(q_start, q_start + q.shape[0], device=device)
+    best_d = torch.full((q.shape[0], k), float("inf"), device=device)
+    best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=device)
+    for db_start, block, db_sq in database:
+        db = block if isinstance(block, torch.Tensor) else _prepare(block, device, metric)
+        d = _block_distances(q, db, db_sq, metric)
+        cols = torch.arange(db_start, db_start + db.shape[0], device=device)
+        d.masked_fill_(rows[:, None] == cols[None, :], float("inf"))
+        blk_d, blk_i = torch.topk(d, min(k, db.shape[0]), dim=1, largest=False)
+        cand_d = torch.cat([best_d, blk_d], dim=1)
+        cand_i = torch.cat([best_i, blk_i + db_start], dim=1)
+        best_d, order = torch.topk(cand_d, k, dim=1, largest=False)
+        best_i = cand_i.gather(1, order)
+    return best_i, best_d
+
+
 def exact_knn(
     X: ArrayLike,
     n_neighbors: int,
@@ -35,7 +75,9 @@ def exact_knn(
 
     Each point is excluded from its own list by index (so exact duplicates of a point are
     still found as neighbours). The data is held on ``device`` (a memmap is read block by block
-    into it); the working memory on top is O(query_block × database_block), never N × N.
+    into it), except that a memmap searched on the CPU stays on disk and is read block by block
+    for each query block; the working memory on top is O(query_block × database_block), never
+    N × N.
 
     Returns
     -------
@@ -43,38 +85,12 @@ def exact_knn(
     distances : torch.Tensor of shape (n, n_neighbors); squared Euclidean or cosine distance
     """
     n = X.shape[0]
-    k = n_neighbors
-    db_blocks = []
-    for start, block in zip(range(0, n, database_block), iter_row_chunks(X, database_block)):
-        t = _prepare(block, device, metric)
-        db_blocks.append((start, t, (t * t).sum(1)))
-    all_idx = torch.empty((n, k), dtype=torch.int64, device=device)
-    all_dist = torch.empty((n, k), dtype=torch.float32, device=device)
+    database = _database(X, device, metric, database_block)
+    all_idx = torch.empty((n, n_neighbors), dtype=torch.int64, device=device)
+    all_dist = torch.empty((n, n_neighbors), dtype=torch.float32, device=device)
     for q_start in range(0, n, query_block):
-        q = db_blocks_slice(db_blocks, q_start, min(q_start + query_block, n))
-        rows = torch.arange(q_start, q_start + q.shape[0], device=device)
-        best_d = torch.full((q.shape[0], k), float("inf"), device=device)
-        best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=device)
-        for db_start, db, db_sq in db_blocks:
-            d = _block_distances(q, db, db_sq, metric)
-            cols = torch.arange(db_start, db_start + db.shape[0], device=device)
-            d.masked_fill_(rows[:, None] == cols[None, :], float("inf"))
-            kk = min(k, db.shape[0])
-            blk_d, blk_i = torch.topk(d, kk, dim=1, largest=False)
-            cand_d = torch.cat([best_d, blk_d], dim=1)
-            cand_i = torch.cat([best_i, blk_i + db_start], dim=1)
-            best_d, order = torch.topk(cand_d, k, dim=1, largest=False)
-            best_i = cand_i.gather(1, order)
+        q = _prepare(X[q_start : q_start + query_block], device, metric)
+        best_i, best_d = _nearest(q, q_start, database, n_neighbors, metric)
         all_idx[q_start : q_start + q.shape[0]] = best_i
         all_dist[q_start : q_start + q.shape[0]] = best_d
     return all_idx, all_dist
-
-
-def db_blocks_slice(blocks: list, start: int, stop: int) -> torch.Tensor:
-    """Rows ``start:stop`` out of the list of (offset, tensor, sq-norm) database blocks."""
-    parts = []
-    for offset, t, _ in blocks:
-        lo, hi = max(start, offset), min(stop, offset + t.shape[0])
-        if lo < hi:
-            parts.append(t[lo - offset : hi - offset])
-    return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -178,16 +178,40 @@ class PerImageTransform:
     torchvision draws its parameters from torch's global RNG; each batch runs inside a fork of
     it seeded from the pair source's generator, so runs stay reproducible and the caller's
     global RNG state is untouched.
+
+    The first view is checked to be a ``(3, H, W)`` uint8 or float tensor and every later view
+    to have its shape, so that a transform returning something else fails with an error that
+    names ``data_transform`` rather than deep inside torch.
     """
 
     def __init__(self, transform: Callable, channels_last: bool = False) -> None:
         self.transform = transform
         self.channels_last = channels_last
+        self._shape: tuple[int, ...] | None = None  # of a view, once the first one is checked
+
+    def _check(self, view: object) -> None:
+        if not isinstance(view, torch.Tensor):
+            raise TypeError(f"data_transform returned a {type(view).__name__}; it must return an "
+                            "image tensor (3, H, W), e.g. end it with ToImage()")
+        if self._shape is None:
+            if not (view.is_floating_point() or view.dtype == torch.uint8):
+                raise TypeError(f"data_transform returned a {view.dtype} tensor; it must return "
+                                "uint8 or float pixels, e.g. end it with ToDtype(torch.float32, "
+                                "scale=True)")
+            if view.ndim != 3 or view.shape[0] != 3:
+                raise ValueError(f"data_transform returned a tensor of shape {tuple(view.shape)}; "
+                                 "it must return an RGB image tensor (3, H, W)")
+            self._shape = tuple(view.shape)
+        elif tuple(view.shape) != self._shape:
+            raise ValueError(f"data_transform returned views of different shapes ({self._shape} "
+                             f"and {tuple(view.shape)}); end it with a fixed-size resize or crop")
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
         with fork_torch_rng(seed):
             views = [self.transform(img) for img in images.cpu()]
+        for view in views:
+            self._check(view)
         x = torch.stack([v if v.is_floating_point() else v.float() / 255 for v in views]).to(images.device)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 

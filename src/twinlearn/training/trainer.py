@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +68,8 @@ def effective_precision(precision: str, device: torch.device) -> str:
     ran ~1 000× slower than fp32 on an AVX2-only EPYC, so such a run trains in fp32 (with a
     warning) rather than for days."""
     if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
-        logger.warning("precision='bf16' asked for, but this CPU has no native bfloat16 "
-                       "(AVX512-BF16/AMX); training in fp32 instead")
+        warnings.warn("precision='bf16' asked for, but this CPU has no native bfloat16 "
+                      "(AVX512-BF16/AMX); training in fp32 instead", UserWarning, stacklevel=2)
         return "fp32"
     return precision
 
