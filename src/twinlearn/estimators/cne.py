@@ -43,11 +43,7 @@ from twinlearn.encoders.initialization import check_init, initial_coordinates
 from twinlearn.encoders.matryoshka import check_nesting_dims
 from twinlearn.encoders.mlp import cne_network
 from twinlearn.encoders.table import EmbeddingTable
-from twinlearn.estimators._base import (
-    TwinlearnEstimator,
-    keep_prefix,
-    output_like,
-)
+from twinlearn.estimators._base import TwinlearnEstimator, keep_prefix, output_like
 from twinlearn.estimators._cne_files import CNEModelFile
 from twinlearn.estimators._params import (
     BOOLEAN,
