@@ -37,9 +37,11 @@ def _finite_base(draw, n_min=10, d=5):
 
 
 @st.composite
-def bad_arrays(draw, d=5):
-    """Arrays every entry point must refuse."""
-    kind = draw(st.sampled_from(["nonfinite", "ndim", "empty", "object", "complex", "bool", "sparse"]))
+def bad_arrays(draw, d=5, sparse=True):
+    """Arrays every entry point must refuse (scipy sparse ones too, with ``sparse``: only the
+    entry points of SPARSE_ENTRY_POINTS take them)."""
+    kinds = ["nonfinite", "ndim", "empty", "object", "complex", "bool", *(["sparse"] if sparse else [])]
+    kind = draw(st.sampled_from(kinds))
     if kind == "nonfinite":
         X = _finite_base(draw, d=d)
         i, j = draw(st.integers(0, X.shape[0] - 1)), draw(st.integers(0, d - 1))
@@ -130,6 +132,8 @@ ENTRY_POINTS = {
     "knn_accuracy(train)": lambda fitted, X: knn_accuracy(X, np.zeros(len(X) if np.ndim(X) else 1), np.zeros((3, 5)), np.zeros(3)),
     "trustworthiness(low)": lambda fitted, X: trustworthiness(np.zeros((len(X) if np.ndim(X) else 1, 5)), X),
 }
+#: entry points that take scipy sparse X (issue 12 item 3)
+SPARSE_ENTRY_POINTS = sorted(name for name in ENTRY_POINTS if name.startswith(("TLDR.", "CNE")))
 IMAGE_ENTRY_POINTS = {
     "TSimCNE.fit": lambda fitted, X: make_tiny("TSimCNE").fit(X),
     "TSimCNE.transform": lambda fitted, X: fitted["TSimCNE"].transform(X),
@@ -140,8 +144,19 @@ IMAGE_ENTRY_POINTS = {
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_bad_arrays_get_a_clear_error(entry, fitted_tiny, record_property):
-    run_cases(bad_arrays(), lambda X: assert_clear_error(lambda: ENTRY_POINTS[entry](fitted_tiny, X)),
-              record_property)
+    run_cases(bad_arrays(sparse=entry not in SPARSE_ENTRY_POINTS),
+              lambda X: assert_clear_error(lambda: ENTRY_POINTS[entry](fitted_tiny, X)), record_property)
+
+
+@pytest.mark.parametrize("entry", SPARSE_ENTRY_POINTS)
+def test_sparse_input_is_accepted_where_supported(entry, fitted_tiny):
+    X = scipy.sparse.random(20, 5, density=0.5, format="csr", random_state=0, dtype=np.float64)
+    ENTRY_POINTS[entry](fitted_tiny, X)
+    ENTRY_POINTS[entry](fitted_tiny, X.tocsc())
+    X.data[0] = np.nan
+    assert_clear_error(lambda: ENTRY_POINTS[entry](fitted_tiny, X))
+    with pytest.raises((ValueError, TypeError), match="dtype"):
+        ENTRY_POINTS[entry](fitted_tiny, X.astype(bool))
 
 
 @pytest.mark.parametrize("entry", list(IMAGE_ENTRY_POINTS))

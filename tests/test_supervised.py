@@ -120,3 +120,16 @@ def test_precomputed_distances_give_the_euclidean_graph(blobs):
         CNE(knn_metric="precomputed").fit(-D)
     with pytest.raises(ValueError, match="parametric=False"):
         CNE(knn_metric="precomputed", parametric=True).fit(D)
+
+
+def test_sparse_input_equals_dense_on_mnist(mnist_small):
+    x = mnist_small[0][:300]
+    S = scipy.sparse.csr_matrix(x)
+    kw = dict(n_components=4, projector="mlp-1-64", n_epochs=2, batch_size=64, random_state=0)
+    np.testing.assert_allclose(TLDR(**kw).fit(S).transform(S.tocsc()), TLDR(**kw).fit(x).transform(x), atol=1e-4)
+    for parametric in (False, True):
+        dense = CNE(n_epochs=3, parametric=parametric, random_state=0).fit(x)
+        sparse = CNE(n_epochs=3, parametric=parametric, random_state=0).fit(S)
+        # float32 sparse products and ARPACK PCA: the same map to ~0.1 % of its extent
+        np.testing.assert_allclose(sparse.embedding_, dense.embedding_, atol=0.02)
+        np.testing.assert_allclose(sparse.transform(S[:20]), dense.transform(x[:20]), atol=0.02)

@@ -38,6 +38,7 @@ from twinlearn.data.arrays import (
     is_index_selection,
     validate_sample_indices,
 )
+from twinlearn.data.sparse import feature_store
 from twinlearn.encoders.initialization import check_init, initial_coordinates
 from twinlearn.encoders.matryoshka import check_nesting_dims
 from twinlearn.encoders.mlp import cne_network
@@ -185,6 +186,8 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     >>> Y = CNE(random_state=0).fit_transform(X)            # doctest: +SKIP
     >>> Y_new = CNE(parametric=True).fit(X).transform(X_new)  # doctest: +SKIP
     """
+
+    _accepts_sparse = True
 
     def __init__(
         self, loss_mode: str = "infonce", metric: str = "euclidean", parametric: bool = False,
@@ -342,7 +345,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         if self.parametric:
             with fork_torch_rng(seed):
                 model: nn.Module = cne_network(X.shape[1], self._dim())
-            return model.to(device), FeatureStore(X, device)
+            return model.to(device), feature_store(X, device)
         if isinstance(init, str):
             init = "spectral" if init == "pca" and self.knn_metric == "precomputed" else init
             init = initial_coordinates(init, X, self.neighbor_graph_, self._dim(), seed)

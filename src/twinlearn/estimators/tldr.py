@@ -16,7 +16,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from twinlearn._checks import check_choice, check_int, one_of
 from twinlearn._device import fork_torch_rng, make_generator
-from twinlearn.data.arrays import ArrayLike, FeatureStore
+from twinlearn.data.arrays import ArrayLike
+from twinlearn.data.sparse import feature_store
 from twinlearn.encoders import build_encoder, build_projector, check_projector_spec, parse_spec
 from twinlearn.encoders.matryoshka import NestedHeads, check_nesting_dims
 from twinlearn.estimators._base import (
@@ -113,8 +114,7 @@ class TLDR(TwinlearnEstimator):
     knn_metric : {"euclidean", "cosine", "inner_product"}, default="euclidean"
         Metric of the input kNN graph (the original: inner product). Own graph: ``knn_graph=``.
     target_weight : float in [0, 1], default=0.5
-        With labels (``fit(X, y)``): the probability that a labelled anchor's positive is a
-        neighbour of the same label (when it has one).
+        With labels (``fit(X, y)``): probability that a labelled anchor's positive shares its label.
 
     Attributes
     ----------
@@ -139,6 +139,7 @@ class TLDR(TwinlearnEstimator):
     Y. Kalantidis, C. Lassance, J. Almazán, D. Larlus. "TLDR: Twin Learning for Dimensionality
     Reduction", TMLR 2022.
     """
+    _accepts_sparse = True
 
     def __init__(
         self, n_components: int = 32, encoder: str = "linear",
@@ -214,8 +215,7 @@ class TLDR(TwinlearnEstimator):
         return self.knn_indices_
 
     def save_knn(self, path: str | os.PathLike) -> None:
-        """Save the kNN index array as ``.npy`` (int32, atomically; see
-        :func:`twinlearn.neighbors.files.save_knn`)."""
+        """Save the kNN index array as ``.npy`` (int32, atomically; ``neighbors.files.save_knn``)."""
         knn_files.save_knn(path, self.get_knn())
 
     def load_knn(self, path: str | os.PathLike) -> "TLDR":
@@ -312,7 +312,7 @@ class TLDR(TwinlearnEstimator):
         device, seed = self._device(), self._seed()
         knn = self._resolve_knn(X, knn_graph, k, device, seed)
         encoder, projector = self._build_modules(X.shape[1], seed)
-        store = FeatureStore(X, device, force_on_device=self.pin_memory)
+        store = feature_store(X, device, force_on_device=self.pin_memory)
         objective = TwinObjective(encoder, projector, self._build_loss(), store).to(device)
         generator = make_generator(seed + 1, device)
         pairs = (KNNPairSource(knn, batch, device, generator) if codes is None else LabelAwarePairSource(

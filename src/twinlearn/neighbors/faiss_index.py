@@ -17,6 +17,8 @@ def _as_float32(block: ArrayLike, metric: str) -> np.ndarray:
 
     if isinstance(block, torch.Tensor):
         block = block.detach().cpu().numpy()
+    elif hasattr(block, "toarray"):  # a chunk of sparse queries against a dense index
+        block = block.toarray()
     block = np.ascontiguousarray(block, dtype=np.float32)
     if metric == "cosine":
         norms = np.linalg.norm(block, axis=1, keepdims=True)
@@ -119,8 +121,8 @@ def search_faiss(
     start = 0
     for block in iter_row_chunks(Q, chunk_rows):
         D, I = index.search(_as_float32(block, metric), k)
-        dist[start : start + len(block)], idx[start : start + len(block)] = D, I
-        start += len(block)
+        dist[start : start + len(D)], idx[start : start + len(D)] = D, I
+        start += len(D)
     if metric == "cosine":
         dist = 1.0 - dist
     elif metric == "inner_product":
