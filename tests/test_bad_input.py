@@ -37,11 +37,12 @@ def _finite_base(draw, n_min=10, d=5):
 
 
 @st.composite
-def bad_arrays(draw, d=5):
-    """Arrays every entry point must refuse (booleans are accepted as 0/1: not among them)."""
+def bad_arrays(draw, d=5, sparse=True):
+    """Arrays every entry point must refuse (booleans are accepted as 0/1: not among them;
+    scipy sparse ones only with ``sparse``: the entry points of SPARSE_ENTRY_POINTS take them)."""
     kind = draw(st.sampled_from([
         "nonfinite", "beyond float32", "overflowing norms", "ndim", "empty", "object", "complex",
-        "dates or strings", "sparse", "torch sparse or meta",
+        "dates or strings", *(["sparse"] if sparse else []), "torch sparse or meta",
     ]))
     if kind in ("nonfinite", "beyond float32", "overflowing norms"):
         X = _finite_base(draw, d=d)
@@ -143,6 +144,8 @@ ENTRY_POINTS = {
     "knn_accuracy(train)": lambda fitted, X: knn_accuracy(X, np.zeros(len(X) if np.ndim(X) else 1), np.zeros((3, 5)), np.zeros(3)),
     "trustworthiness(low)": lambda fitted, X: trustworthiness(np.zeros((len(X) if np.ndim(X) else 1, 5)), X),
 }
+#: entry points that take scipy sparse X (issue 12 item 3)
+SPARSE_ENTRY_POINTS = sorted(name for name in ENTRY_POINTS if name.startswith(("TLDR.", "CNE")))
 IMAGE_ENTRY_POINTS = {
     "TSimCNE.fit": lambda fitted, X: make_tiny("TSimCNE").fit(X),
     "TSimCNE.transform": lambda fitted, X: fitted["TSimCNE"].transform(X),
@@ -153,8 +156,18 @@ IMAGE_ENTRY_POINTS = {
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_bad_arrays_get_a_clear_error(entry, fitted_tiny, record_property):
-    run_cases(bad_arrays(), lambda X: assert_clear_error(lambda: ENTRY_POINTS[entry](fitted_tiny, X)),
-              record_property)
+    run_cases(bad_arrays(sparse=entry not in SPARSE_ENTRY_POINTS),
+              lambda X: assert_clear_error(lambda: ENTRY_POINTS[entry](fitted_tiny, X)), record_property)
+
+
+@pytest.mark.parametrize("entry", SPARSE_ENTRY_POINTS)
+def test_sparse_input_is_accepted_where_supported(entry, fitted_tiny):
+    X = scipy.sparse.random(20, 5, density=0.5, format="csr", random_state=0, dtype=np.float64)
+    ENTRY_POINTS[entry](fitted_tiny, X)
+    ENTRY_POINTS[entry](fitted_tiny, X.tocsc())
+    ENTRY_POINTS[entry](fitted_tiny, X.astype(bool))  # 0/1, as dense booleans
+    X.data[0] = np.nan
+    assert_clear_error(lambda: ENTRY_POINTS[entry](fitted_tiny, X))
 
 
 @pytest.mark.parametrize("entry", list(IMAGE_ENTRY_POINTS))

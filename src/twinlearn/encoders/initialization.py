@@ -23,11 +23,13 @@ def pca_init(X: np.ndarray | torch.Tensor, n_components: int, seed: int) -> np.n
         X = X.detach().cpu().numpy()
     k = min(n_components, X.shape[0], X.shape[1])
     solver = "randomized" if min(X.shape) > 4 * k else "full"
+    if scipy.sparse.issparse(X):  # sklearn's PCA centres sparse data implicitly with ARPACK
+        solver = "arpack" if k < min(X.shape) else "covariance_eigh"
     # data without variance (all rows equal) is valid: its scores are 0, and sklearn's
     # explained-variance ratio 0/0 would only warn about an attribute not used here
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = PCA(k, svd_solver=solver, random_state=seed % 2**32).fit_transform(
-            np.asarray(X, dtype=np.float32)
+            X.astype(np.float32) if scipy.sparse.issparse(X) else np.asarray(X, dtype=np.float32)
         )
     std = scores[:, 0].std()
     scores = scores / (std if std > 0 else 1.0)

@@ -20,7 +20,8 @@ from sklearn.utils.validation import _check_feature_names, check_is_fitted
 from twinlearn import io
 from twinlearn._checks import check_choice, check_int
 from twinlearn._device import resolve_device, seed_from
-from twinlearn.data.arrays import ArrayLike, iter_row_chunks, to_tensor, validate_features
+from twinlearn.data.arrays import ArrayLike, iter_row_chunks
+from twinlearn.data.sparse import dense_block, validate_input
 from twinlearn.encoders.inference import run_in_chunks
 from twinlearn.estimators._params import Constraint, validate_params
 from twinlearn.training.run_folder import data_fingerprint, folder_lock, settings_fingerprint
@@ -55,6 +56,9 @@ def json_safe_params(params: dict[str, Any]) -> dict[str, Any]:
 
 class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class: the scikit-learn estimator conventions plus twinlearn's common plumbing."""
+
+    #: whether fit / transform take scipy sparse X (TLDR and CNE: :mod:`twinlearn.data.sparse`)
+    _accepts_sparse = False
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -167,7 +171,7 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _validate_fit_data(self, X: object, min_samples: int = 2) -> ArrayLike:
         # a DataFrame's column names become feature_names_in_ (scikit-learn's own bookkeeping)
         _check_feature_names(self, X, reset=True)
-        X = validate_features(X, min_samples=min_samples)
+        X = validate_input(X, min_samples=min_samples, accept_sparse=self._accepts_sparse)
         self.n_features_in_ = int(X.shape[1])
         return X
 
@@ -183,7 +187,7 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _validate_transform_data(self, X: object) -> ArrayLike:
         check_is_fitted(self)
         _check_feature_names(self, X, reset=False)  # reordered or renamed columns are refused
-        X = validate_features(X)
+        X = validate_input(X, accept_sparse=self._accepts_sparse)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
@@ -194,7 +198,7 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     @torch.no_grad()
     def _encode(self, module: nn.Module, X: ArrayLike, device: torch.device) -> torch.Tensor:
         """Run ``module`` in eval mode over the rows of ``X`` in chunks (bounded memory)."""
-        chunks = (to_tensor(b, device) for b in iter_row_chunks(X, TRANSFORM_CHUNK))
+        chunks = (dense_block(b, device) for b in iter_row_chunks(X, TRANSFORM_CHUNK))
         return run_in_chunks(module, chunks, X.shape[0])
 
     def export_onnx(self, path: str | os.PathLike, *, n_components: int | None = None,

@@ -20,7 +20,6 @@ original, the loss is *summed* over a batch's anchors, and InfoNCE is multiplied
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -39,12 +38,14 @@ from twinlearn.data.arrays import (
     is_index_selection,
     validate_sample_indices,
 )
+from twinlearn.data.sparse import feature_store
 from twinlearn.encoders.initialization import check_init, initial_coordinates
 from twinlearn.encoders.matryoshka import check_nesting_dims
 from twinlearn.encoders.mlp import cne_network
 from twinlearn.encoders.table import EmbeddingTable
 from twinlearn.estimators._base import TwinlearnEstimator, keep_prefix, output_like
 from twinlearn.estimators._cne_files import CNEModelFile
+from twinlearn.estimators._cne_inputs import CNEInputs
 from twinlearn.estimators._params import (
     BOOLEAN,
     MAX_BATCH,
@@ -52,6 +53,7 @@ from twinlearn.estimators._params import (
     MAX_WIDTH,
     Integer,
     Options,
+    Real,
     none_or,
 )
 from twinlearn.estimators.contrastive import (
@@ -59,16 +61,17 @@ from twinlearn.estimators.contrastive import (
     CONTRASTIVE_CONSTRAINTS,
     check_contrastive_relations,
 )
-from twinlearn.neighbors import KNN_METHODS, KNNIndex, positive_edges
+from twinlearn.neighbors import KNN_METHODS
+from twinlearn.neighbors.index import KNN_METRICS
+from twinlearn.neighbors.supervised import labelled_positive_edges
 from twinlearn.pairs import EdgePairSource
 from twinlearn.training.callbacks import EmbeddingSnapshots
-from twinlearn.training.contrastive import ContrastiveRecipe, contrastive_run, loss_mode
-from twinlearn.training.placement import place_points
+from twinlearn.training.contrastive import ContrastiveRecipe, contrastive_run
 
 MAX_NEIGHBORS = 10_000
 
 
-class CNE(CNEModelFile, TwinlearnEstimator):
+class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     """Contrastive neighbor embedding (Damrich et al., ICLR 2023): t-SNE-like to UMAP-like
     embeddings, non-parametric or parametric.
 
@@ -78,8 +81,8 @@ class CNE(CNEModelFile, TwinlearnEstimator):
         InfoNCE (t-SNE-like at ``s = 0``), negative sampling (UMAP-like at ``neg_spec = 1``),
         noise-contrastive estimation (learned normaliser) or UMAP's cross-entropy.
     metric : {"euclidean", "cosine"}, default="euclidean"
-        Embedding similarity: Cauchy ``1/(1 + d²)`` or ``exp(cos/temperature)``. The kNN graph
-        of the input is always Euclidean.
+        The *embedding* kernel (the original's name): Cauchy ``1/(1 + d²)`` or
+        ``exp(cos/temperature)``. The metric of the input's kNN graph is ``knn_metric``.
     parametric : bool, default=False
         Learn a network D→100→100→100→d (``transform`` embeds new data with it) instead of a
         free table of coordinates.
@@ -118,7 +121,16 @@ class CNE(CNEModelFile, TwinlearnEstimator):
     loss_aggregation : {"sum", "mean"}, default="sum"
     knn_method : str, default="auto"
         kNN back-end (:func:`~twinlearn.neighbors.compute_knn`): exact up to 20 000 points,
-        faiss HNSW above.
+        faiss HNSW above (sparse ``X``: always exact, by sparse products).
+    knn_metric : {"euclidean", "cosine", "inner_product", "precomputed"}, default="euclidean"
+        Metric of the *input* kNN graph. ``"precomputed"`` (non-parametric only): ``X`` is an
+        ``(n, n)`` distance matrix, dense (the ``n_neighbors`` smallest off-diagonal entries
+        per row are the neighbours) or a scipy sparse kNN graph of distances (each row's
+        stored entries); ``init="pca"`` then means ``"spectral"``, and ``transform`` takes only
+        training indices.
+    target_weight : float in [0, 1], default=0.5
+        With labels (``fit(X, y)``): how strongly they reshape the graph, as umap-learn's; 1
+        removes every edge between different labels.
     edge_weights : {"fuzzy", "binary"}, default="fuzzy"
         ``"fuzzy"``: UMAP's membership strengths on the union-symmetrised kNN graph
         (:func:`~twinlearn.neighbors.fuzzy_union_edges`); an epoch draws each edge with
@@ -171,6 +183,8 @@ class CNE(CNEModelFile, TwinlearnEstimator):
     >>> Y_new = CNE(parametric=True).fit(X).transform(X_new)  # doctest: +SKIP
     """
 
+    _accepts_sparse = True
+
     def __init__(
         self, loss_mode: str = "infonce", metric: str = "euclidean", parametric: bool = False,
         n_components: int = 2, n_neighbors: int = 15, negative_samples: int | str = 5,
@@ -184,7 +198,8 @@ class CNE(CNEModelFile, TwinlearnEstimator):
         nesting_dims: list[int] | None = None, precision: str = "fp32", transform_epochs: int = 50,
         save_freq: int = 0, device: str | torch.device = "cpu",
         random_state: int | np.random.Generator | None = None, verbose: int = 0,
-        embd_dim: int | None = None, k: int | None = None,
+        embd_dim: int | None = None, k: int | None = None, knn_metric: str = "euclidean",
+        target_weight: float = 0.5,
     ) -> None:
         self._store_init_args(locals())
 
@@ -202,30 +217,22 @@ class CNE(CNEModelFile, TwinlearnEstimator):
         "save_freq": Integer(0, MAX_EPOCHS),
         "embd_dim": none_or(Integer(1, MAX_WIDTH)),
         "k": none_or(Integer(1, MAX_NEIGHBORS)),
+        "knn_metric": Options((*KNN_METRICS, "precomputed")),
+        "target_weight": Real(0.0, 1.0, strict=False),
     }
 
     # --- parameters --------------------------------------------------------------------------
-    @staticmethod
-    def _alias(value: int, alias: int | None, name: str, alias_name: str, default: int) -> int:
-        if alias is None:
-            return value
-        if value != default and value != alias:
-            raise ValueError(f"{name}={value} and {alias_name}={alias} disagree; give one of them")
-        return alias
-
-    def _dim(self) -> int:
-        return self._alias(self.n_components, self.embd_dim, "n_components", "embd_dim", 2)
-
-    _output_width = _dim
-
-    def _k(self) -> int:
-        return self._alias(self.n_neighbors, self.k, "n_neighbors", "k", 15)
+    def _output_width(self) -> int:
+        return self._dim()
 
     def _check_param_relations(self) -> None:
         self._dim()
         self._k()
         if self.nesting_dims is not None:
             check_nesting_dims(self.nesting_dims, self._dim())
+        if self.parametric and self.knn_metric == "precomputed":
+            raise ValueError("knn_metric='precomputed' needs parametric=False: a network needs "
+                             "features (pass knn_graph= for your own graph)")
         check_contrastive_relations(self.get_params(deep=False))
 
     def _recipe(self, **overrides: Any) -> ContrastiveRecipe:
@@ -261,7 +268,10 @@ class CNE(CNEModelFile, TwinlearnEstimator):
         ----------
         X : array of shape (n_samples, n_features), tensor or memmap
             Rows are flattened by the caller (images: ``X.reshape(len(X), -1)``).
-        y : ignored
+        y : array of shape (n_samples,), optional
+            Class labels (int, ``-1`` = unlabelled; or str, ``None`` = unlabelled): edges
+            between different labels are weakened as in umap-learn (see ``target_weight`` and
+            :mod:`twinlearn.neighbors.supervised`); needs ``edge_weights="fuzzy"``.
         init : {"pca", "spectral", "random"} or array of shape (n_samples, n_components)
             Initial coordinates (non-parametric): PCA scaled so PC1 has std 1 (default), a
             spectral embedding of the neighbour graph (UMAP's), random (openTSNE's std 1e-4),
@@ -291,15 +301,15 @@ class CNE(CNEModelFile, TwinlearnEstimator):
         self._check_run_options(output_folder, resume)
         CALLBACKS.check(callbacks, "callbacks")
         graph = one_of(knn_graph, graph, "knn_graph", "graph")
-        X = self._validate_fit_data(X, min_samples=2)
+        X = self._validate_cne_data(X)
+        codes = self._check_labels(y, X.shape[0])
         k = self._neighbors_for(self._k(), X.shape[0], "k" if self.k is not None else "n_neighbors")
         init = self._check_init(init, X.shape[0])
         device, seed = self._device(), self._seed()
         clock = time.perf_counter()
-        index = KNNIndex(self.knn_method, "euclidean", device, seed)
-        heads, tails, weights = positive_edges(
-            X, graph, index=index.build(X) if graph is None else None, n_neighbors=k,
-            fuzzy=self.edge_weights == "fuzzy")
+        heads, tails, weights = labelled_positive_edges(
+            X, graph, index=self._knn_index(X, device, seed) if graph is None else None, n_neighbors=k,
+            fuzzy=self.edge_weights == "fuzzy", codes=codes, target_weight=self.target_weight)
         self.neighbor_graph_ = scipy.sparse.csr_matrix(
             (np.ones(len(heads), dtype=np.float32) if weights is None else weights, (heads, tails)),
             shape=(X.shape[0],) * 2)
@@ -319,7 +329,7 @@ class CNE(CNEModelFile, TwinlearnEstimator):
             self.embedding_ = self._embed_training(model, X)
             self.spectrum_, self.log_Z_ = run.spectrum, run.learned_log_z()
             self.embedding_snapshots_ = snapshots.snapshots if snapshots is not None else []
-            self.training_data_ = None if self.parametric else X
+            self.training_data_ = None if self.parametric or self.knn_metric == "precomputed" else X
             self.n_samples_fit_ = X.shape[0]
 
         self._run_training(run.trainer, X, keep, output_folder=output_folder, resume=resume)
@@ -331,8 +341,9 @@ class CNE(CNEModelFile, TwinlearnEstimator):
         if self.parametric:
             with fork_torch_rng(seed):
                 model: nn.Module = cne_network(X.shape[1], self._dim())
-            return model.to(device), FeatureStore(X, device)
+            return model.to(device), feature_store(X, device)
         if isinstance(init, str):
+            init = "spectral" if init == "pca" and self.knn_metric == "precomputed" else init
             init = initial_coordinates(init, X, self.neighbor_graph_, self._dim(), seed)
         return EmbeddingTable(init).to(device), None
 
@@ -377,21 +388,6 @@ class CNE(CNEModelFile, TwinlearnEstimator):
         else:
             Z = torch.from_numpy(self._place(X))
         return output_like(keep_prefix(Z, n_components), X)
-
-    def _place(self, X_new: ArrayLike) -> np.ndarray:
-        if self.training_data_ is None:
-            raise ValueError("placing new points needs the training data, which this model was "
-                             "saved without (save(path, include_data=True)); integer indices work")
-        nbrs, _ = KNNIndex("faiss").build(self.training_data_).query(X_new, self._k())
-        mode, spec = loss_mode(self.loss_mode), self.spectrum_.spec
-        recipe = self._recipe(
-            n_epochs=self.transform_epochs, early_exaggeration=False, s=None, Z_bar=None,
-            neg_spec=spec if mode == "neg" else None, ince_spec=spec if mode == "infonce" else None,
-            Z=math.exp(self.log_Z_) if self.log_Z_ is not None else 1.0,
-        )
-        seed = 0 if isinstance(self.random_state, np.random.Generator) else self._seed()
-        return place_points(self.embedding_, nbrs, recipe, batch_size=self.batch_size,
-                            device=self._device(), seed=seed)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "embedding_")

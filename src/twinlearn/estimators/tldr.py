@@ -14,9 +14,10 @@ import torch
 import torch.nn as nn
 from sklearn.utils.validation import check_is_fitted
 
-from twinlearn._checks import check_choice, check_int
+from twinlearn._checks import check_choice, check_int, one_of
 from twinlearn._device import fork_torch_rng, make_generator
-from twinlearn.data.arrays import ArrayLike, FeatureStore
+from twinlearn.data.arrays import ArrayLike
+from twinlearn.data.sparse import feature_store
 from twinlearn.encoders import build_encoder, build_projector, check_projector_spec, parse_spec
 from twinlearn.encoders.matryoshka import NestedHeads, check_nesting_dims
 from twinlearn.estimators._base import (
@@ -46,8 +47,10 @@ from twinlearn.estimators._params import (
 from twinlearn.io import split_prefix
 from twinlearn.losses import BarlowTwinsLoss, MatryoshkaLoss
 from twinlearn.neighbors import KNN_METHODS, KNNIndex, check_knn_indices
+from twinlearn.neighbors.index import KNN_METRICS
+from twinlearn.neighbors.supervised import check_labels
 from twinlearn.neighbors import files as knn_files
-from twinlearn.pairs import KNNPairSource
+from twinlearn.pairs import KNNPairSource, LabelAwarePairSource
 from twinlearn.training import LARS, Trainer, lars_param_groups, warmup_cosine
 from twinlearn.training.objectives import TwinObjective
 from twinlearn.training.run_folder import data_fingerprint
@@ -82,8 +85,8 @@ class TLDR(TwinlearnEstimator):
     knn_method : str, default="exact"
         Back-end when ``knn_approximation`` is None: ``"exact"`` (torch), ``"faiss"``,
         ``"hnsw"`` or ``"auto"``.
-    metric : {"euclidean", "cosine"}, default="euclidean"
-        Metric of the kNN graph. (The original searched by inner product on raw data.)
+    metric : {"euclidean", "cosine", "inner_product"}, optional
+        Alias of ``knn_metric`` (this estimator's former name); give one of them.
     verbose : int, default=0
         ``>= 1`` shows a progress bar.
     n_epochs : int, default=100
@@ -108,6 +111,10 @@ class TLDR(TwinlearnEstimator):
         prefix ``[:m]`` of the embedding gets its own projector and Barlow Twins loss, summed,
         so that ``transform(X, n_components=m)`` is a good ``m``-dim embedding on its own, e.g.
         ``[8, 16, 32, 64]`` with ``n_components=64``. Each nest costs one projector pass.
+    knn_metric : {"euclidean", "cosine", "inner_product"}, default="euclidean"
+        Metric of the input kNN graph (the original: inner product). Own graph: ``knn_graph=``.
+    target_weight : float in [0, 1], default=0.5
+        With labels (``fit(X, y)``): probability that a labelled anchor's positive shares its label.
 
     Attributes
     ----------
@@ -132,17 +139,19 @@ class TLDR(TwinlearnEstimator):
     Y. Kalantidis, C. Lassance, J. Almazán, D. Larlus. "TLDR: Twin Learning for Dimensionality
     Reduction", TMLR 2022.
     """
+    _accepts_sparse = True
 
     def __init__(
         self, n_components: int = 32, encoder: str = "linear",
         projector: str | None = "mlp-2-2048", n_neighbors: int = 5,
         device: str | torch.device = "cpu", pin_memory: bool = False,
         random_state: int | np.random.Generator | None = None,
-        knn_approximation: str | None = None, knn_method: str = "exact", metric: str = "euclidean",
+        knn_approximation: str | None = None, knn_method: str = "exact", metric: str | None = None,
         verbose: int = 0, n_epochs: int = 100, batch_size: int = 1024, learning_rate: float = 0.2,
         warmup_epochs: int = 10, lambd: float = 3.9e-3, scale_loss: float = 1 / 32,
         norm_layer: str = "BN", weight_decay: float = 1e-6, precision: str = "fp32",
-        nesting_dims: list[int] | None = None,
+        nesting_dims: list[int] | None = None, knn_metric: str | None = None,
+        target_weight: float = 0.5,
     ) -> None:
         self._store_init_args(locals())
 
@@ -156,7 +165,9 @@ class TLDR(TwinlearnEstimator):
         "random_state": SEED,
         "knn_approximation": Options(KNN_APPROXIMATIONS),
         "knn_method": Options(KNN_METHODS),
-        "metric": Options(("euclidean", "cosine")),
+        "metric": none_or(Options(KNN_METRICS)),
+        "knn_metric": none_or(Options(KNN_METRICS)),
+        "target_weight": Real(0.0, 1.0, strict=False),
         "verbose": VERBOSE,
         "n_epochs": Integer(1, MAX_EPOCHS),
         "batch_size": Integer(2, MAX_BATCH),
@@ -173,6 +184,12 @@ class TLDR(TwinlearnEstimator):
     def _check_param_relations(self) -> None:
         if self.nesting_dims is not None:
             check_nesting_dims(self.nesting_dims, self.n_components)
+        self._knn_metric()
+
+    def _knn_metric(self) -> str:
+        """``knn_metric`` or its alias ``metric`` (the same value twice is fine)."""
+        alias = None if self.metric == self.knn_metric else self.metric
+        return one_of(self.knn_metric, alias, "knn_metric", "metric") or "euclidean"
 
     def _knn_backend(self) -> str:
         return f"ivfpq-{self.knn_approximation}" if self.knn_approximation else self.knn_method
@@ -189,7 +206,7 @@ class TLDR(TwinlearnEstimator):
 
     def _search_knn(self, X: ArrayLike, k: int, device: torch.device, seed: int) -> torch.Tensor:
         """The kNN graph of ``X`` as int64 indices on ``device`` (where an exact search left it)."""
-        index = KNNIndex(self._knn_backend(), self.metric, device, seed).build(X)
+        index = KNNIndex(self._knn_backend(), self._knn_metric(), device, seed).build(X)
         return index.query_self(k, on_device=True)[0]
 
     def get_knn(self) -> np.ndarray:
@@ -198,8 +215,7 @@ class TLDR(TwinlearnEstimator):
         return self.knn_indices_
 
     def save_knn(self, path: str | os.PathLike) -> None:
-        """Save the kNN index array as ``.npy`` (int32, atomically; see
-        :func:`twinlearn.neighbors.files.save_knn`)."""
+        """Save the kNN index array as ``.npy`` (int32, atomically; ``neighbors.files.save_knn``)."""
         knn_files.save_knn(path, self.get_knn())
 
     def load_knn(self, path: str | os.PathLike) -> "TLDR":
@@ -260,7 +276,9 @@ class TLDR(TwinlearnEstimator):
         Parameters
         ----------
         X : array of shape (n_samples, n_features), torch tensor or numpy.memmap
-        y : ignored
+        y : array of shape (n_samples,), optional
+            Labels (int, ``-1`` unlabelled; str, ``None`` unlabelled): see ``target_weight``
+            and :class:`~twinlearn.pairs.LabelAwarePairSource`.
         epochs, batch_size : int, optional
             Override ``n_epochs`` / ``batch_size`` for this call (the original's ``fit`` names).
         knn_graph : array of shape (n_samples, >= n_neighbors), optional
@@ -288,14 +306,17 @@ class TLDR(TwinlearnEstimator):
         batch = check_int(self.batch_size if batch_size is None else batch_size, "batch_size", 2)
         self._check_run_options(output_folder, resume, snapshot_freq)
         X = self._validate_fit_data(X)
+        codes = check_labels(y, X.shape[0])
         k = self._neighbors_for(self.n_neighbors, X.shape[0])
         batch = min(batch, X.shape[0])  # small data trains in one batch per epoch
         device, seed = self._device(), self._seed()
         knn = self._resolve_knn(X, knn_graph, k, device, seed)
         encoder, projector = self._build_modules(X.shape[1], seed)
-        store = FeatureStore(X, device, force_on_device=self.pin_memory)
+        store = feature_store(X, device, force_on_device=self.pin_memory)
         objective = TwinObjective(encoder, projector, self._build_loss(), store).to(device)
-        pairs = KNNPairSource(knn, batch, device, make_generator(seed + 1, device))
+        generator = make_generator(seed + 1, device)
+        pairs = (KNNPairSource(knn, batch, device, generator) if codes is None else LabelAwarePairSource(
+            knn, batch, device, generator, codes=codes, target_weight=self.target_weight))
         optimizer = LARS(lars_param_groups(objective), lr=self.learning_rate * batch / 256,
                          weight_decay=self.weight_decay)
         warmup_steps = int(min(self.warmup_epochs, n_epochs / 10) * len(pairs))

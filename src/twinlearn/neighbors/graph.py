@@ -168,6 +168,19 @@ def weighted_edges(graph: scipy.sparse.spmatrix, n_samples: int) -> tuple[np.nda
     return W.row[keep].astype(np.int64), W.col[keep].astype(np.int64), W.data[keep].astype(np.float32)
 
 
+def membership_distances(dist: np.ndarray, metric: str) -> np.ndarray:
+    """The non-negative distances the fuzzy weights are computed from, given a
+    :class:`~twinlearn.neighbors.KNNIndex`'s: the square root of squared Euclidean (and of
+    cosine) distances; ``-q·x`` shifted by each row's minimum (fuzzy weights depend only on
+    ``d - ρ``, with ``ρ`` the row's smallest distance, so the shift changes no weight);
+    precomputed distances as they are."""
+    if metric == "inner_product":
+        return dist - dist.min(axis=1, keepdims=True)
+    if metric == "precomputed":
+        return dist
+    return np.sqrt(np.maximum(dist, 0))
+
+
 def positive_edges(
     X, graph: object, *, index, n_neighbors: int, fuzzy: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -193,7 +206,7 @@ def positive_edges(
         return weighted_edges(graph, n) if fuzzy else (*symmetric_edges(graph, n), None)
     if graph is None:
         idx, dist = index.query_self(n_neighbors)
-        dist = np.sqrt(np.maximum(dist, 0))
+        dist = membership_distances(dist, index.metric)
     else:
         idx = check_knn_indices(graph, n)
         dist = neighbor_distances(X, idx) if fuzzy else None

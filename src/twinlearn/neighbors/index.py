@@ -8,10 +8,12 @@ import logging
 import time
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from twinlearn.data.arrays import ArrayLike
 from twinlearn.neighbors.exact import exact_knn
+from twinlearn.neighbors.sparse import sparse_knn
 from twinlearn.neighbors.faiss_index import (
     PQ_SUBQUANTIZERS,
     build_faiss_index,
@@ -23,7 +25,7 @@ from twinlearn.neighbors.faiss_index import (
 logger = logging.getLogger("twinlearn")
 
 KNN_METHODS = ("auto", "exact", "faiss", "hnsw", *(f"ivfpq-{k}" for k in PQ_SUBQUANTIZERS))
-KNN_METRICS = ("euclidean", "cosine")
+KNN_METRICS = ("euclidean", "cosine", "inner_product")
 #: "auto" searches exactly up to this many points (and always on a GPU), with HNSW above
 AUTO_EXACT_MAX = 20000
 
@@ -37,8 +39,13 @@ class KNNIndex:
         ``"exact"`` (blocked torch matmul on ``device``), ``"faiss"`` (faiss exact flat index),
         ``"hnsw"`` (faiss HNSW, approximate and fast), ``"ivfpq-low|medium|high"`` (faiss
         IVF-PQ) or ``"auto"`` (exact up to 20 000 points or on a GPU, HNSW above).
-    metric : {"euclidean", "cosine"}
-        Distances are squared Euclidean, or cosine distances ``1 - cos``.
+    metric : {"euclidean", "cosine", "inner_product"}
+        Distances are squared Euclidean, cosine distances ``1 - cos``, or ``-q·x`` (the largest
+        inner product is the nearest; searched by a faiss index of that metric, a flat one for
+        ``"exact"``, so such "distances" can be negative and a point need not be its own
+        nearest). Sparse data (scipy CSR/CSC) is searched exactly by blocked sparse products
+        whatever ``method`` says (:func:`~twinlearn.neighbors.sparse.sparse_knn`, O(n²): fine
+        up to ~10⁵ rows).
     device : torch.device
         Where the exact method computes.
     seed : int
@@ -56,7 +63,7 @@ class KNNIndex:
         if method not in KNN_METHODS:
             raise ValueError(f"unknown kNN method {method!r}; choose one of {', '.join(KNN_METHODS)}")
         if metric not in KNN_METRICS:
-            raise ValueError(f"unknown kNN metric {metric!r}; choose 'euclidean' or 'cosine'")
+            raise ValueError(f"unknown kNN metric {metric!r}; choose one of {', '.join(KNN_METRICS)}")
         self.method, self.metric, self.device, self.seed = method, metric, device, seed
         self._data: ArrayLike | None = None
         self._faiss = None
@@ -88,7 +95,11 @@ class KNNIndex:
         arrays, or with ``on_device`` as tensors on ``device`` (an exact search on a GPU then
         never leaves it)."""
         start = time.perf_counter()
-        if self.method == "exact":
+        if scipy.sparse.issparse(self._data):
+            idx, dist = sparse_knn(self._data, None, k, self.metric)
+            if on_device:
+                idx, dist = torch.from_numpy(idx).to(self.device), torch.from_numpy(dist).to(self.device)
+        elif self.method == "exact" and self.metric != "inner_product":
             idx, dist = exact_knn(self._data, k, metric=self.metric, device=self.device)
             if not on_device:
                 idx, dist = idx.cpu().numpy(), dist.cpu().numpy()
@@ -107,6 +118,8 @@ class KNNIndex:
         """The ``k`` nearest database rows of every row of ``Q`` (exact searches use a faiss
         flat index built once)."""
         k = min(k, self.n_samples)
+        if scipy.sparse.issparse(self._data):
+            return sparse_knn(self._data, Q, k, self.metric)
         idx, dist = search_faiss(self._faiss_index(k), Q, k, metric=self.metric)
         fill_missing(idx, dist)
         return idx, dist

@@ -44,12 +44,13 @@ class KNNPairSource:
         full, rest = divmod(self.n_samples, self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
 
+    def _columns(self, anchors: torch.Tensor) -> torch.Tensor:
+        """Which of its neighbours each anchor of an epoch is paired with: uniform."""
+        return torch.randint(self.k, (len(anchors),), generator=self.generator, device=self.device)
+
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perm = torch.randperm(self.n_samples, generator=self.generator, device=self.device)
-        cols = torch.randint(
-            self.k, (self.n_samples,), generator=self.generator, device=self.device
-        )
-        positives = self.knn[perm, cols]
+        positives = self.knn[perm, self._columns(perm)]
         for step in range(len(self)):
             sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
             yield perm[sl], positives[sl]

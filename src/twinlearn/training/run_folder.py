@@ -26,6 +26,8 @@ NEUTRAL_PARAMS = frozenset({"verbose", "device", "pin_memory", "callbacks", "dat
 
 
 def _row_bytes(X: Any, rows: np.ndarray) -> bytes:
+    if hasattr(X, "toarray"):  # scipy sparse
+        return np.ascontiguousarray(X[rows].toarray()).tobytes()
     if isinstance(X, torch.Tensor):
         return X[torch.from_numpy(rows)].detach().cpu().contiguous().numpy().tobytes()
     return np.ascontiguousarray(np.asarray(X[rows])).tobytes()
