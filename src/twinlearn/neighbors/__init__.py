@@ -81,7 +81,7 @@ def compute_knn(
     X = validate_features(X, min_samples=2)
     check_knn_method(method)
     if metric not in KNN_METRICS:
-        raise ValueError(f"unknown kNN metric {metric!r}; choose 'euclidean' or 'cosine'")
+        raise ValueError(f"unknown kNN metric {metric!r}; choose one of {', '.join(KNN_METRICS)}")
     check_n_neighbors(n_neighbors, X.shape[0])
     return KNNIndex(method, metric, device, seed).build(X).query_self(n_neighbors)
 
