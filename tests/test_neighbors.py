@@ -159,3 +159,15 @@ def test_graph_helpers_refuse_bad_input():
         fuzzy_union_edges(idx, np.array([[np.nan], [1.0]]))
     with pytest.raises(ValueError, match="outside"):
         neighbor_distances(np.zeros((2, 3), np.float32), np.array([[5], [0]]))
+
+
+@pytest.mark.parametrize("method", ["exact", "hnsw"])
+def test_verbose_fits_show_the_knn_and_graph_steps(method, capsys):
+    from twinlearn import CNE
+
+    X = np.random.default_rng(0).normal(size=(400, 6)).astype(np.float32)
+    CNE(n_epochs=1, knn_method=method, verbose=1, random_state=0).fit(X)
+    err = capsys.readouterr().err
+    assert "kNN search" in err and "graph weights" in err and "training" in err
+    CNE(n_epochs=1, knn_method=method, random_state=0).fit(X)
+    assert capsys.readouterr().err == ""

@@ -174,7 +174,7 @@ def read_input(
         return _read_h5ad(path, use_rep)
     if kind == "folder":
         return _read_folder(path, image_size, progress)
-    return _read_tarball(path, key or "train")
+    return _read_tarball(path, key or "train", progress)
 
 
 def _read_array(path: Path, key: str | None) -> np.ndarray:
@@ -257,11 +257,11 @@ class _ImageFiles:
         return pixels
 
 
-def _read_tarball(path: Path, split: str) -> InputData:
+def _read_tarball(path: Path, split: str, progress: bool) -> InputData:
     from twinlearn.data.images import CIFAR10_CLASSES, load_cifar10
 
     logger.info("reading %s (decoded once, then cached)", path)
-    x_train, y_train, x_test, y_test = load_cifar10(path)
+    x_train, y_train, x_test, y_test = load_cifar10(path, show_progress=progress)
     X, y = (x_train, y_train) if split == "train" else (x_test, y_test)
     if len(X) == 0:
         raise ValueError(f"{path} holds no CIFAR-10 {split} images (cifar10/{split}/<class>/*.jpg)")

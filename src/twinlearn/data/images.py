@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from twinlearn._progress import progress
 from twinlearn.data.datasets import find_shared_data
 
 #: the largest image side (``image_size``, or ``image_size_`` in a model file): 8192x8192 RGB
@@ -241,11 +242,15 @@ def _cifar_cache_dir() -> Path:
     return Path(base)
 
 
-def _read_cifar_tarball(path: Path) -> dict[str, np.ndarray]:
+#: entries of the CIFAR-10 tarball: 60 000 images and their folders (for the progress bar)
+CIFAR10_FILES = 60_000
+
+
+def _read_cifar_tarball(path: Path, show_progress: bool = False) -> dict[str, np.ndarray]:
     index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
     parts: dict[str, list] = {"train": [], "test": []}
     with tarfile.open(path, "r:*") as tar:
-        for member in tar:
+        for member in progress(tar, show_progress, "decoding CIFAR-10", CIFAR10_FILES, "file"):
             bits = Path(member.name).parts
             if not member.isfile() or len(bits) < 4 or bits[-3] not in parts or bits[-2] not in index:
                 continue
@@ -261,9 +266,10 @@ def _read_cifar_tarball(path: Path) -> dict[str, np.ndarray]:
 
 
 def load_cifar10(
-    path: str | os.PathLike | None = None, *, cache: bool = True
+    path: str | os.PathLike | None = None, *, cache: bool = True, show_progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """CIFAR-10 from ``cifar10-jpg.tar.gz`` (``cifar10/{train,test}/<class>/NNNN.jpg``).
+    """CIFAR-10 from ``cifar10-jpg.tar.gz`` (``cifar10/{train,test}/<class>/NNNN.jpg``);
+    ``show_progress`` shows a bar while the tarball is decoded.
 
     Returns ``(x_train, y_train, x_test, y_test)`` with images uint8 ``(N, 32, 32, 3)``, sorted
     by class (take random subsets, never a prefix). The decoded arrays are cached as an
@@ -284,7 +290,7 @@ def load_cifar10(
         with np.load(cached) as data:
             arrays = {k: data[k] for k in data.files}
     else:
-        arrays = _read_cifar_tarball(path)
+        arrays = _read_cifar_tarball(path, show_progress)
         if cache:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")

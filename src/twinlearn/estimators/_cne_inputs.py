@@ -50,7 +50,8 @@ class CNEInputs:
     def _knn_index(self, X: ArrayLike, device: torch.device, seed: int) -> KNNIndex | PrecomputedIndex:
         if self.knn_metric == "precomputed":
             return PrecomputedIndex(X)
-        return KNNIndex(self.knn_method, self.knn_metric, device, seed).build(X)
+        return KNNIndex(self.knn_method, self.knn_metric, device, seed,
+                        show_progress=bool(self.verbose)).build(X)
 
     def _place(self, X_new: ArrayLike) -> np.ndarray:
         if self.training_data_ is None:

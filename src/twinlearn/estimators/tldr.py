@@ -206,7 +206,7 @@ class TLDR(TwinlearnEstimator):
 
     def _search_knn(self, X: ArrayLike, k: int, device: torch.device, seed: int) -> torch.Tensor:
         """The kNN graph of ``X`` as int64 indices on ``device`` (where an exact search left it)."""
-        index = KNNIndex(self._knn_backend(), self._knn_metric(), device, seed).build(X)
+        index = KNNIndex(self._knn_backend(), self._knn_metric(), device, seed, bool(self.verbose)).build(X)
         return index.query_self(k, on_device=True)[0]
 
     def get_knn(self) -> np.ndarray:

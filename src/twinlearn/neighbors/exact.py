@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from twinlearn._progress import progress
 from twinlearn.data.arrays import ArrayLike, iter_row_chunks, to_tensor
 
 #: a database block: (first row, its rows, their squared norms). The rows are a prepared tensor,
@@ -70,8 +71,10 @@ def exact_knn(
     device: torch.device = torch.device("cpu"),
     query_block: int = 1024,
     database_block: int = 16384,
+    show_progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``n_neighbors`` nearest other points of every row of ``X``.
+    """The ``n_neighbors`` nearest other points of every row of ``X`` (``show_progress``: a
+    bar over the query blocks).
 
     Each point is excluded from its own list by index (so exact duplicates of a point are
     still found as neighbours). The data is held on ``device`` (a memmap is read block by block
@@ -88,7 +91,8 @@ def exact_knn(
     database = _database(X, device, metric, database_block)
     all_idx = torch.empty((n, n_neighbors), dtype=torch.int64, device=device)
     all_dist = torch.empty((n, n_neighbors), dtype=torch.float32, device=device)
-    for q_start in range(0, n, query_block):
+    starts = range(0, n, query_block)
+    for q_start in progress(starts, show_progress, "kNN search", unit="block"):
         q = _prepare(X[q_start : q_start + query_block], device, metric)
         best_i, best_d = _nearest(q, q_start, database, n_neighbors, metric)
         all_idx[q_start : q_start + q.shape[0]] = best_i

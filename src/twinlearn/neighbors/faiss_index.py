@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from twinlearn._progress import progress
 from twinlearn.data.arrays import ArrayLike, iter_row_chunks
 
 #: TLDR's ``knn_approximation`` levels -> number of PQ sub-quantizers.
@@ -108,7 +109,8 @@ def build_faiss_index(
 
 
 def search_faiss(
-    index, Q: ArrayLike, k: int, *, metric: str = "euclidean", chunk_rows: int = 16384
+    index, Q: ArrayLike, k: int, *, metric: str = "euclidean", chunk_rows: int = 16384,
+    show_progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest indexed rows of every row of ``Q``: int64 indices and float32
     distances (squared Euclidean, cosine distances ``1 - cos`` for ``metric="cosine"``, or
@@ -119,7 +121,8 @@ def search_faiss(
     dist = np.empty((n, k), dtype=np.float32)
     idx = np.empty((n, k), dtype=np.int64)
     start = 0
-    for block in iter_row_chunks(Q, chunk_rows):
+    n_chunks = -(-n // chunk_rows)
+    for block in progress(iter_row_chunks(Q, chunk_rows), show_progress, "kNN search", n_chunks, "block"):
         D, I = index.search(_as_float32(block, metric), k)
         dist[start : start + len(D)], idx[start : start + len(D)] = D, I
         start += len(D)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
+from twinlearn._progress import progress
+
 
 def check_knn_indices(graph: object, n_samples: int, n_neighbors: int | None = None) -> np.ndarray:
     """Validate a precomputed ``(n_samples, k)`` array of neighbour indices.
@@ -69,7 +71,7 @@ def symmetric_edges(graph: np.ndarray | scipy.sparse.spmatrix, n_samples: int) -
 _MIN_SIGMA_SCALE = 1e-3
 
 
-def membership_strengths(distances: np.ndarray, n_iter: int = 40) -> np.ndarray:
+def membership_strengths(distances: np.ndarray, n_iter: int = 40, show_progress: bool = False) -> np.ndarray:
     """UMAP's fuzzy membership of each point's neighbours (McInnes, Healy & Melville, 2018).
 
     ``w_ij = exp(−(d_ij − ρ_i) / σ_i)``, with ``ρ_i`` the distance to the nearest neighbour and
@@ -94,7 +96,7 @@ def membership_strengths(distances: np.ndarray, n_iter: int = 40) -> np.ndarray:
     lo = np.zeros((n, 1))
     hi = np.full((n, 1), np.inf)
     sigma = np.ones((n, 1))
-    for _ in range(n_iter):
+    for _ in progress(range(n_iter), show_progress, "graph weights", unit="step"):
         too_wide = np.exp(-excess / sigma).sum(axis=1, keepdims=True) > target
         hi = np.where(too_wide, sigma, hi)
         lo = np.where(too_wide, lo, sigma)
@@ -104,7 +106,7 @@ def membership_strengths(distances: np.ndarray, n_iter: int = 40) -> np.ndarray:
 
 
 def fuzzy_union_edges(
-    indices: np.ndarray, distances: np.ndarray
+    indices: np.ndarray, distances: np.ndarray, show_progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Directed edges of UMAP's symmetrised fuzzy graph ``W = A + Aᵀ − A∘Aᵀ``, no self-loops.
 
@@ -118,7 +120,7 @@ def fuzzy_union_edges(
     if not np.all(np.isfinite(distances)) or (distances < 0).any():
         raise ValueError("distances must be finite and non-negative")
     n, k = indices.shape
-    memberships = membership_strengths(distances)
+    memberships = membership_strengths(distances, show_progress=show_progress)
     rows = np.repeat(np.arange(n), k)
     A = scipy.sparse.csr_matrix((memberships.ravel(), (rows, indices.ravel())), shape=(n, n))
     A.data = np.minimum(A.data, 1.0)  # a neighbour listed twice is still one membership
@@ -211,5 +213,6 @@ def positive_edges(
         idx = check_knn_indices(graph, n)
         dist = neighbor_distances(X, idx) if fuzzy else None
     if fuzzy:
-        return fuzzy_union_edges(idx, dist)
+        # the index says whether the caller wants progress bars (an estimator's verbose)
+        return fuzzy_union_edges(idx, dist, show_progress=getattr(index, "show_progress", False))
     return (*symmetric_edges(idx, n), None)

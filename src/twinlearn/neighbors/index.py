@@ -50,6 +50,8 @@ class KNNIndex:
         Where the exact method computes.
     seed : int
         Seed of index training (IVF-PQ).
+    show_progress : bool
+        A progress bar over the search's blocks (estimators pass ``verbose``).
 
     Examples
     --------
@@ -59,12 +61,14 @@ class KNNIndex:
     """
 
     def __init__(self, method: str = "auto", metric: str = "euclidean",
-                 device: torch.device = torch.device("cpu"), seed: int = 0) -> None:
+                 device: torch.device = torch.device("cpu"), seed: int = 0,
+                 show_progress: bool = False) -> None:
         if method not in KNN_METHODS:
             raise ValueError(f"unknown kNN method {method!r}; choose one of {', '.join(KNN_METHODS)}")
         if metric not in KNN_METRICS:
             raise ValueError(f"unknown kNN metric {metric!r}; choose one of {', '.join(KNN_METRICS)}")
         self.method, self.metric, self.device, self.seed = method, metric, device, seed
+        self.show_progress = show_progress
         self._data: ArrayLike | None = None
         self._faiss = None
 
@@ -100,12 +104,14 @@ class KNNIndex:
             if on_device:
                 idx, dist = torch.from_numpy(idx).to(self.device), torch.from_numpy(dist).to(self.device)
         elif self.method == "exact" and self.metric != "inner_product":
-            idx, dist = exact_knn(self._data, k, metric=self.metric, device=self.device)
+            idx, dist = exact_knn(self._data, k, metric=self.metric, device=self.device,
+                                  show_progress=self.show_progress)
             if not on_device:
                 idx, dist = idx.cpu().numpy(), dist.cpu().numpy()
         else:
             k1 = min(k + 1, self.n_samples)
-            found = search_faiss(self._faiss_index(k1), self._data, k1, metric=self.metric)
+            found = search_faiss(self._faiss_index(k1), self._data, k1, metric=self.metric,
+                                 show_progress=self.show_progress)
             idx, dist = drop_self(*found, k)
             fill_missing(idx, dist)
             if on_device:
