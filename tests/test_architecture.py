@@ -43,7 +43,7 @@ def test_defaults_satisfy_their_own_constraints(name):
         ("TLDR", {"random_state": 2**64}, ValueError, "random_state"),
         ("CNE", {"negative_samples": 10**9}, ValueError, "negative_samples"),
         ("CNE", {"learning_rate": float("nan")}, ValueError, "learning_rate"),
-        ("CNE", {"metric": True}, ValueError, "metric"),
+        ("CNE", {"metric": True}, TypeError, "metric"),
         ("TSimCNE", {"pretrain_out_dim": 10**9}, ValueError, "pretrain_out_dim.*implausibly"),
         ("TSimCNE", {"image_size": 10**5}, ValueError, "image"),
         ("ReLIC", {"n_components": 999, "backbone": "resnet18"}, ValueError, "n_components=999 exceeds"),

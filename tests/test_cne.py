@@ -239,14 +239,22 @@ def test_model_saved_without_data_still_selects_rows(blobs, tmp_path):
 
 
 def test_divergence_raises_clearly(blobs, monkeypatch):
-    # the torch path overflows float32 on distances of 1e30 (the fused kernel works in float64)
     import twinlearn.losses.fused_table as fused_module
 
     monkeypatch.setattr(fused_module, "fused_supported", lambda *a: False)
     X, _ = blobs
+    # coordinates of 1e30 used to overflow float32 inside the torch path; whose squared norms
+    # overflow float32 are refused up front now (issue 11), naming the argument
     init = np.where(np.arange(600).reshape(300, 2) % 3 == 0, 1e30, -1e30)
-    with pytest.raises(TrainingDiverged, match="loss became"):
+    with pytest.raises(ValueError, match="init"):
         CNE(loss_mode="neg", **{**FAST, "n_epochs": 2}).fit(X, init=init)
+
+    def poison(trainer, epoch, loss):  # a step that left NaN coordinates behind
+        with torch.no_grad():
+            trainer.objective.encoder.weight[0, 0] = float("nan")
+
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        CNE(loss_mode="neg", **{**FAST, "n_epochs": 3}).fit(X, callbacks=[poison])
 
 
 @pytest.mark.parametrize(

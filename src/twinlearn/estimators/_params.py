@@ -91,8 +91,11 @@ class Options:
     def check(self, value: object, name: str) -> None:
         value = bool(value) if isinstance(value, np.bool_) else value
         # same type as well as equal: True == 1, and an option set of strings must not admit True
-        if not any(type(value) is type(v) and value == v for v in self.values):
-            raise ValueError(f"{name}={value!r} is not supported; choose one of {self.values}")
+        if any(type(value) is type(v) and value == v for v in self.values):
+            return
+        # a value of a type no option has is a TypeError; a wrong value of the right type not
+        kind = ValueError if any(type(value) is type(v) for v in self.values) else TypeError
+        raise kind(f"{name}={value!r} is not supported; choose one of {self.values}")
 
     def describe(self) -> str:
         return " or ".join(repr(v) for v in self.values)
@@ -144,12 +147,13 @@ class AnyOf:
                 return
             except (TypeError, ValueError) as err:
                 errors.append(err)
-        # the complaint of the one member that is more than a list of options (an int out of
-        # range, a malformed list) says most
-        specific = [e for m, e in zip(self.members, errors) if not isinstance(m, Options)]
-        if len(specific) == 1:
-            raise specific[0]
-        kind = TypeError if all(isinstance(e, TypeError) for e in errors) else ValueError
+        # a member that took the value's type but not the value says most (a ValueError), the
+        # range of a number more than a list of options
+        value_errors = [(m, e) for m, e in zip(self.members, errors) if isinstance(e, ValueError)]
+        specific = [e for m, e in value_errors if not isinstance(m, Options)]
+        if len(value_errors) == 1 or len(specific) == 1:
+            raise (value_errors[0][1] if len(value_errors) == 1 else specific[0])
+        kind = TypeError if not value_errors else ValueError
         raise kind(f"{name} must be {self.describe()}, got {value!r}")
 
     def describe(self) -> str:
@@ -161,13 +165,12 @@ def none_or(constraint: Constraint) -> AnyOf:
 
 
 def _check_seed(value: object, name: str) -> None:
-    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
-        Integer(0, 2**63 - 1).check(int(value), name)
-    elif not isinstance(value, np.random.Generator):  # a Generator would be consumed
-        try:
-            seed_from(value)
-        except (TypeError, ValueError) as err:
-            raise type(err)(str(err).replace("random_state", name)) from None
+    if isinstance(value, np.random.Generator):  # drawing from it now would consume it
+        return
+    try:
+        seed_from(value)
+    except (TypeError, ValueError) as err:
+        raise type(err)(str(err).replace("random_state", name)) from None
 
 
 def _check_device(value: object, name: str) -> None:
