@@ -133,3 +133,20 @@ def test_sparse_input_equals_dense_on_mnist(mnist_small):
         # float32 sparse products and ARPACK PCA: the same map to ~0.1 % of its extent
         np.testing.assert_allclose(sparse.embedding_, dense.embedding_, atol=0.02)
         np.testing.assert_allclose(sparse.transform(S[:20]), dense.transform(x[:20]), atol=0.02)
+
+
+def test_sparse_rows_reach_the_first_layer_as_sparse_batches():
+    import scipy.sparse
+    import torch
+
+    from twinlearn.data.sparse import feature_store
+
+    X = scipy.sparse.random(30, 12, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    store = feature_store(X, torch.device("cpu"))
+    batch = store.gather(torch.tensor([3, 1, 3]))
+    assert batch.layout == torch.sparse_csr
+    np.testing.assert_allclose(batch.to_dense().numpy(), X[[3, 1, 3]].toarray())
+    layer = torch.nn.Linear(12, 4)
+    np.testing.assert_allclose(layer(batch).detach().numpy(), layer(batch.to_dense()).detach().numpy(), atol=1e-6)
+    # bf16 autocast has no sparse product on a CPU: dense batches then
+    assert feature_store(X, torch.device("cpu"), precision="bf16").gather(torch.tensor([0])).layout == torch.strided

@@ -8,6 +8,7 @@ densifies only the rows of each batch (``batch × n_features × 4`` bytes, e.g. 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -49,30 +50,49 @@ def dense_block(block: ArrayLike | scipy.sparse.spmatrix, device: torch.device) 
     return to_tensor(block, device)
 
 
+def sparse_block(block: scipy.sparse.spmatrix, device: torch.device) -> torch.Tensor:
+    """Rows of a scipy matrix as a float32 torch sparse CSR tensor on ``device``: an
+    ``nn.Linear`` takes it as its input (``F.linear`` of a CSR batch, gradients included), so
+    the first layer of a network multiplies only the stored values."""
+    block = scipy.sparse.csr_matrix(block, dtype=np.float32)
+    with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice, each batch
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(block.indptr.astype(np.int64)),
+            torch.from_numpy(block.indices.astype(np.int64)),
+            torch.from_numpy(block.data), size=block.shape, device=device,
+        )
+
+
 class SparseFeatureStore:
-    """Rows of a CSR matrix gathered by index as dense float32 batches on ``device`` (the
-    interface of :class:`~twinlearn.data.arrays.FeatureStore`; the matrix stays sparse)."""
+    """Rows of a CSR matrix gathered by index (the interface of
+    :class:`~twinlearn.data.arrays.FeatureStore`; the matrix stays sparse), as torch sparse CSR
+    batches with ``sparse_batches`` (the network's first linear layer takes them), else as
+    dense float32 batches (bf16/fp16 autocast has no sparse matrix product on a CPU)."""
 
     out_of_core = False
     on_device = None  # never one dense device tensor
 
-    def __init__(self, X: scipy.sparse.csr_matrix, device: torch.device) -> None:
+    def __init__(self, X: scipy.sparse.csr_matrix, device: torch.device, sparse_batches: bool = True) -> None:
         self.n_samples, self.n_features = int(X.shape[0]), int(X.shape[1])
         self.device = device
+        self.sparse_batches = sparse_batches
         self._host = X
 
     def gather(self, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        return dense_block(self._host[idx.cpu().numpy()], self.device)
+        rows = self._host[idx.cpu().numpy()]
+        return sparse_block(rows, self.device) if self.sparse_batches else dense_block(rows, self.device)
 
     def chunks(self, chunk_rows: int) -> Iterator[torch.Tensor]:
         for start in range(0, self.n_samples, chunk_rows):
             yield dense_block(self._host[start : start + chunk_rows], self.device)
 
 
-def feature_store(X: object, device: torch.device, force_on_device: bool = False):
-    """A :class:`SparseFeatureStore` for sparse ``X``, else a ``FeatureStore``."""
+def feature_store(X: object, device: torch.device, force_on_device: bool = False, precision: str = "fp32"):
+    """A :class:`SparseFeatureStore` for sparse ``X`` (sparse batches in fp32), else a
+    ``FeatureStore``."""
     from twinlearn.data.arrays import FeatureStore
 
     if scipy.sparse.issparse(X):
-        return SparseFeatureStore(X, device)
+        return SparseFeatureStore(X, device, sparse_batches=precision == "fp32")
     return FeatureStore(X, device, force_on_device=force_on_device)

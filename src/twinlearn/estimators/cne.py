@@ -341,7 +341,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         if self.parametric:
             with fork_torch_rng(seed):
                 model: nn.Module = cne_network(X.shape[1], self._dim())
-            return model.to(device), feature_store(X, device)
+            return model.to(device), feature_store(X, device, precision=self.precision)
         if isinstance(init, str):
             init = "spectral" if init == "pca" and self.knn_metric == "precomputed" else init
             init = initial_coordinates(init, X, self.neighbor_graph_, self._dim(), seed)

@@ -312,7 +312,7 @@ class TLDR(TwinlearnEstimator):
         device, seed = self._device(), self._seed()
         knn = self._resolve_knn(X, knn_graph, k, device, seed)
         encoder, projector = self._build_modules(X.shape[1], seed)
-        store = feature_store(X, device, force_on_device=self.pin_memory)
+        store = feature_store(X, device, force_on_device=self.pin_memory, precision=self.precision)
         objective = TwinObjective(encoder, projector, self._build_loss(), store).to(device)
         generator = make_generator(seed + 1, device)
         pairs = (KNNPairSource(knn, batch, device, generator) if codes is None else LabelAwarePairSource(
