@@ -65,6 +65,7 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # computation is float32 whatever comes in (as torch models do)
         tags.transformer_tags.preserves_dtype = ["float32"]
         tags.non_deterministic = self.random_state is None
+        tags.input_tags.sparse = self._accepts_sparse
         return tags
 
     def _store_init_args(self, arguments: dict[str, Any]) -> None:
