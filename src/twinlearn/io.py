@@ -211,10 +211,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     then the folder is fsynced. A symlink is followed (the link stays). A new file gets
     ``0o666 & ~umask`` as with :func:`open`; a replaced one keeps its mode (not owner or ACL).
     Temporary files of this target left by a killed save are removed first."""
-    path = Path(os.path.realpath(check_path(path)))
-    if path.is_dir():
-        raise IsADirectoryError(f"path={str(path)!r} is a directory; give a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    given = Path(check_path(path))
+    if given.is_dir():
+        raise IsADirectoryError(f"path={str(given)!r} is a directory; give a file name")
+    # the folders as given first ("a/0/../b" needs a/0), then the real target of a symlink
+    given.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(os.path.realpath(given))
     _remove_orphan_temps(path)
     try:
         keep_mode = stat.S_IMODE(os.stat(path).st_mode)
