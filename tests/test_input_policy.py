@@ -211,3 +211,14 @@ def test_bf16_fallback_warning_is_seen_by_the_user(monkeypatch):
     monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bfloat16"):
         make_tiny("TLDR", precision="bf16").fit(tiny_vectors())
+
+
+def test_a_read_only_memory_map_trains_without_torch_warnings(tmp_path):
+    import warnings
+
+    np.save(tmp_path / "x.npy", tiny_vectors(60))
+    X = np.load(tmp_path / "x.npy", mmap_mode="r")  # what `twinlearn fit` reads a .npy as
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "array is not writable" warning was shown per block
+        Z = make_tiny("TLDR").fit(X).transform(X)
+    assert Z.shape == (60, 2) and not X.flags.writeable

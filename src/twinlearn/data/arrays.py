@@ -277,7 +277,10 @@ def to_tensor(block: ArrayLike, device: torch.device) -> torch.Tensor:
     """Float32 tensor on ``device`` from a NumPy/memmap block or a tensor."""
     if isinstance(block, torch.Tensor):
         return block.to(device=device, dtype=torch.float32)
-    return torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).to(device)
+    array = np.ascontiguousarray(block, dtype=np.float32)
+    if not array.flags.writeable:  # a read-only memory map (np.load(mmap_mode="r")): torch
+        array = array.copy()  # would warn on every block, and must never write into it
+    return torch.from_numpy(array).to(device)
 
 
 class FeatureStore:
