@@ -74,3 +74,29 @@ def fitted_tiny():
         key: make_tiny(key).fit(tiny_images() if key in IMAGE_ESTIMATORS else tiny_vectors())
         for key in TINY_PARAMS
     }
+
+
+def damaged(original: bytes, case: tuple) -> bytes:
+    """``original`` with a generated damage ``(kind, how)``: ``("flip", [(where, mask), ...])``
+    XORs bytes at relative positions, ``("truncate", where)`` cuts the file there, and any other
+    kind appends the bytes ``how``."""
+    kind, how = case
+    data = bytearray(original)
+    if kind == "flip":
+        for where, mask in how:
+            data[int(where * len(data))] ^= mask
+    elif kind == "truncate":
+        del data[int(how * len(data)):]
+    else:
+        data += how
+    return bytes(data)
+
+
+def exit_status_and_stderr(entry, argv, capsys) -> tuple[object, str]:
+    """A command-line entry point's exit status (returned, or raised by argparse) and stderr."""
+    try:
+        status = entry(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    return status, capsys.readouterr().err
+

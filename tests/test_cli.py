@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import exit_status_and_stderr
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -136,11 +137,7 @@ def test_one_tiny_epoch_then_resume(tmp_path):
 
 def _exit_status_and_stderr(argv, capsys):
     """``mrl_main``'s exit status (returned or raised) and its stderr."""
-    try:
-        status = mrl_main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    return status, capsys.readouterr().err
+    return exit_status_and_stderr(mrl_main, argv, capsys)
 
 
 def test_missing_or_download_only_datasets_fail_clearly(tmp_path, capsys):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import exit_status_and_stderr
 
 from twinlearn.cli.app import build_parser, main, normalise_argv
 from twinlearn.cli.options import DEST_PREFIX, METHODS, estimator_params
@@ -21,11 +22,7 @@ CLASSES = list(METHODS.values())
 
 def _run(argv, capsys):
     """``main``'s exit status (returned, or raised by argparse) and its stderr."""
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    return status, capsys.readouterr().err
+    return exit_status_and_stderr(main, argv, capsys)
 
 
 def _parse(*argv):

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import TINY_PARAMS, make_tiny
+from conftest import TINY_PARAMS, damaged, make_tiny
 from hypothesis import strategies as st
 from safetensors.torch import save as st_save
 from test_bad_input import run_cases
@@ -51,15 +51,7 @@ def test_damaged_files_are_refused_never_loaded_differently(estimator, fitted_ti
 
     def check(case):
         kind, how = case
-        data = bytearray(original)
-        if kind == "flip":
-            for where, mask in how:
-                data[int(where * len(data))] ^= mask
-        elif kind == "truncate":
-            del data[int(how * len(data)):]
-        else:
-            data += how
-        path.write_bytes(bytes(data))
+        path.write_bytes(damaged(original, case))
         try:
             got = io.load_tensors(path)
         except ValueError as err:
