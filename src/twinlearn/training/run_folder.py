@@ -46,7 +46,9 @@ def data_fingerprint(X: Any) -> str:
 
 def settings_fingerprint(params: Mapping[str, Any]) -> str:
     """A hash of the parameters that shape the result (not ``verbose``, ``device``, ...)."""
-    plain = {k: repr(v) for k, v in sorted(params.items()) if k not in NEUTRAL_PARAMS}
+    # a numpy Generator's repr holds its address: the same seed object would never match
+    plain = {k: type(v).__name__ if isinstance(v, np.random.Generator) else repr(v)
+             for k, v in sorted(params.items()) if k not in NEUTRAL_PARAMS}
     return hashlib.blake2b(json.dumps(plain).encode(), digest_size=16).hexdigest()
 
 
