@@ -34,7 +34,7 @@ def test_round_trips_and_the_files_earlier_versions_wrote(tmp_path):
     indices, distances = _graph()
     save_knn(tmp_path / "graph.npy", indices)
     got, none = load_knn(tmp_path / "graph.npy", n_samples=30)
-    assert got.dtype == np.int64 and np.array_equal(got, indices) and none is None
+    assert got.dtype == np.int32 and np.array_equal(got, indices) and none is None
     assert np.load(tmp_path / "graph.npy").dtype == np.int32  # plain NumPy reads it too
     save_knn(tmp_path / "graph.npz", indices, distances)
     got, dist = load_knn(tmp_path / "graph.npz")
@@ -112,7 +112,7 @@ def test_crafted_npy_files_load_consistently_or_are_refused(tmp_path, record_pro
         finally:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-            # the file, the int64 copy, and a little room
+            # the file, the int32 copy, and a little room
             assert peak < 3 * len(content) + 100_000, f"{peak} bytes for a {len(content)}-byte file"
         n, k = indices.shape
         assert n >= 1 and k >= 1 and 0 <= indices.min() and indices.max() < n and distances is None

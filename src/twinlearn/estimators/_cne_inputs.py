@@ -50,8 +50,8 @@ class CNEInputs:
     def _knn_index(self, X: ArrayLike, device: torch.device, seed: int) -> KNNIndex | PrecomputedIndex:
         if self.knn_metric == "precomputed":
             return PrecomputedIndex(X)
-        return KNNIndex(self.knn_method, self.knn_metric, device, seed,
-                        show_progress=bool(self.verbose)).build(X)
+        return KNNIndex(self.knn_method, self.knn_metric, device, seed, show_progress=bool(self.verbose),
+                        memory_budget=self.knn_memory_budget).build(X)
 
     def _place(self, X_new: ArrayLike) -> np.ndarray:
         if self.training_data_ is None:

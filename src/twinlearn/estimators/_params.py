@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from twinlearn._device import resolve_device, seed_from
+from twinlearn.neighbors.policy import parse_memory_budget
 
 #: largest plausible width of an embedding or a hidden layer
 MAX_WIDTH = 2**16
@@ -191,6 +192,7 @@ DEVICE = Check(_check_device, "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device
 NESTING_DIMS = none_or(Check(_check_int_list, "a strictly increasing list of ints"))
 PRECISION = Options(("fp32", "bf16", "fp16"))
 VERBOSE = AnyOf((BOOLEAN, Integer(0)))
+MEMORY_BUDGET = Check(parse_memory_budget, "None, a number of bytes or a string such as '4GB'")
 MODULE = Instance((torch.nn.Module,), "a torch.nn.Module")
 SEQUENCE = Instance((list, tuple), "a list")
 

@@ -51,6 +51,7 @@ from twinlearn.estimators._params import (
     MAX_BATCH,
     MAX_EPOCHS,
     MAX_WIDTH,
+    MEMORY_BUDGET,
     Integer,
     Options,
     Real,
@@ -121,7 +122,11 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     loss_aggregation : {"sum", "mean"}, default="sum"
     knn_method : str, default="auto"
         kNN back-end (:func:`~twinlearn.neighbors.compute_knn`): exact up to 20 000 points,
-        faiss HNSW above (sparse ``X``: always exact, by sparse products).
+        faiss HNSW above, IVF-PQ when HNSW exceeds ``knn_memory_budget`` (sparse ``X``: always
+        exact, by sparse products).
+    knn_memory_budget : int, str or None, default=None
+        Bytes the kNN index and graph may take (``"4GB"`` accepted); ``None``: half the free
+        RAM. A budget below the smallest index is a ``ValueError`` before any work.
     knn_metric : {"euclidean", "cosine", "inner_product", "precomputed"}, default="euclidean"
         Metric of the *input* kNN graph. ``"precomputed"`` (non-parametric only): ``X`` is an
         ``(n, n)`` distance matrix, dense (the ``n_neighbors`` smallest off-diagonal entries
@@ -199,7 +204,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         save_freq: int = 0, device: str | torch.device = "cpu",
         random_state: int | np.random.Generator | None = None, verbose: int = 0,
         embd_dim: int | None = None, k: int | None = None, knn_metric: str = "euclidean",
-        target_weight: float = 0.5,
+        target_weight: float = 0.5, knn_memory_budget: int | str | None = None,
     ) -> None:
         self._store_init_args(locals())
 
@@ -212,6 +217,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         "learning_rate": none_or(CONTRASTIVE_CONSTRAINTS["learning_rate"]),
         "optimizer": none_or(CONTRASTIVE_CONSTRAINTS["optimizer"]),
         "knn_method": Options(KNN_METHODS),
+        "knn_memory_budget": MEMORY_BUDGET,
         "edge_weights": Options(("fuzzy", "binary")),
         "transform_epochs": Integer(1, MAX_EPOCHS),
         "save_freq": Integer(0, MAX_EPOCHS),

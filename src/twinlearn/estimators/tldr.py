@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from sklearn.utils.validation import check_is_fitted
 
-from twinlearn._checks import check_choice, check_int, one_of
+from twinlearn._checks import check_choice, check_int
 from twinlearn._device import fork_torch_rng, make_generator
 from twinlearn.data.arrays import ArrayLike
 from twinlearn.data.sparse import feature_store
@@ -30,6 +30,7 @@ from twinlearn.estimators._base import (
 from twinlearn.estimators._params import (
     BOOLEAN,
     DEVICE,
+    MEMORY_BUDGET,
     MAX_BATCH,
     MAX_EPOCHS,
     MAX_LEARNING_RATE,
@@ -46,20 +47,19 @@ from twinlearn.estimators._params import (
 )
 from twinlearn.io import split_prefix
 from twinlearn.losses import BarlowTwinsLoss, MatryoshkaLoss
-from twinlearn.neighbors import KNN_METHODS, KNNIndex, check_knn_indices
+from twinlearn.estimators._tldr_knn import TLDRKNN
+from twinlearn.neighbors import KNN_METHODS
 from twinlearn.neighbors.index import KNN_METRICS
 from twinlearn.neighbors.supervised import check_labels
-from twinlearn.neighbors import files as knn_files
 from twinlearn.pairs import KNNPairSource, LabelAwarePairSource
 from twinlearn.training import LARS, Trainer, lars_param_groups, warmup_cosine
 from twinlearn.training.objectives import TwinObjective
-from twinlearn.training.run_folder import data_fingerprint
 
 KNN_APPROXIMATIONS = (None, "low", "medium", "high")
 MAX_NEIGHBORS = 10_000
 
 
-class TLDR(TwinlearnEstimator):
+class TLDR(TLDRKNN, TwinlearnEstimator):
     """Twin Learning for Dimensionality Reduction.
 
     Parameters
@@ -82,9 +82,13 @@ class TLDR(TwinlearnEstimator):
         Seeds local generators only (initialisation, pair sampling, index training).
     knn_approximation : {None, "low", "medium", "high"}, default=None
         ``None``: exact neighbours; otherwise faiss IVF-PQ with 32/16/8 sub-quantizers.
-    knn_method : str, default="exact"
-        Back-end when ``knn_approximation`` is None: ``"exact"`` (torch), ``"faiss"``,
-        ``"hnsw"`` or ``"auto"``.
+    knn_method : str, default="auto"
+        Back-end when ``knn_approximation`` is None: ``"exact"`` (torch; the former
+        default), ``"faiss"``, ``"hnsw"`` or ``"auto"`` (exact up to 20 000 points, HNSW above,
+        IVF-PQ when HNSW exceeds ``knn_memory_budget``: :class:`~twinlearn.neighbors.KNNIndex`).
+    knn_memory_budget : int, str or None, default=None
+        Bytes the kNN index and graph may take (``"4GB"`` accepted); ``None``: half the free
+        RAM. A budget below the smallest index is a ``ValueError`` before any work.
     metric : {"euclidean", "cosine", "inner_product"}, optional
         Alias of ``knn_metric`` (this estimator's former name); give one of them.
     verbose : int, default=0
@@ -121,7 +125,7 @@ class TLDR(TwinlearnEstimator):
     encoder_ : nn.Module
     projector_ : nn.Module or None
         Kept after ``fit(..., retain_projector=True)``.
-    knn_indices_ : ndarray of shape (n_samples, n_neighbors)
+    knn_indices_ : int32 ndarray of shape (n_samples, n_neighbors)
     loss_history_ : list of float
         Mean loss per epoch.
     n_features_in_ : int
@@ -146,12 +150,12 @@ class TLDR(TwinlearnEstimator):
         projector: str | None = "mlp-2-2048", n_neighbors: int = 5,
         device: str | torch.device = "cpu", pin_memory: bool = False,
         random_state: int | np.random.Generator | None = None,
-        knn_approximation: str | None = None, knn_method: str = "exact", metric: str | None = None,
+        knn_approximation: str | None = None, knn_method: str = "auto", metric: str | None = None,
         verbose: int = 0, n_epochs: int = 100, batch_size: int = 1024, learning_rate: float = 0.2,
         warmup_epochs: int = 10, lambd: float = 3.9e-3, scale_loss: float = 1 / 32,
         norm_layer: str = "BN", weight_decay: float = 1e-6, precision: str = "fp32",
         nesting_dims: list[int] | None = None, knn_metric: str | None = None,
-        target_weight: float = 0.5,
+        target_weight: float = 0.5, knn_memory_budget: int | str | None = None,
     ) -> None:
         self._store_init_args(locals())
 
@@ -165,6 +169,7 @@ class TLDR(TwinlearnEstimator):
         "random_state": SEED,
         "knn_approximation": Options(KNN_APPROXIMATIONS),
         "knn_method": Options(KNN_METHODS),
+        "knn_memory_budget": MEMORY_BUDGET,
         "metric": none_or(Options(KNN_METRICS)),
         "knn_metric": none_or(Options(KNN_METRICS)),
         "target_weight": Real(0.0, 1.0, strict=False),
@@ -185,60 +190,6 @@ class TLDR(TwinlearnEstimator):
         if self.nesting_dims is not None:
             check_nesting_dims(self.nesting_dims, self.n_components)
         self._knn_metric()
-
-    def _knn_metric(self) -> str:
-        """``knn_metric`` or its alias ``metric`` (the same value twice is fine)."""
-        alias = None if self.metric == self.knn_metric else self.metric
-        return one_of(self.knn_metric, alias, "knn_metric", "metric") or "euclidean"
-
-    def _knn_backend(self) -> str:
-        return f"ivfpq-{self.knn_approximation}" if self.knn_approximation else self.knn_method
-
-    # --- kNN ---------------------------------------------------------------------------------
-    def compute_knn(self, X: ArrayLike) -> "TLDR":
-        """Compute and keep the kNN graph of ``X`` for the next ``fit`` on the same data."""
-        self._validate_params()
-        X = self._validate_fit_data(X)
-        k = self._neighbors_for(self.n_neighbors, X.shape[0])
-        self.knn_indices_ = self._search_knn(X, k, self._device(), self._seed()).cpu().numpy()
-        self._pending_knn = (self.knn_indices_, data_fingerprint(X))
-        return self
-
-    def _search_knn(self, X: ArrayLike, k: int, device: torch.device, seed: int) -> torch.Tensor:
-        """The kNN graph of ``X`` as int64 indices on ``device`` (where an exact search left it)."""
-        index = KNNIndex(self._knn_backend(), self._knn_metric(), device, seed, bool(self.verbose)).build(X)
-        return index.query_self(k, on_device=True)[0]
-
-    def get_knn(self) -> np.ndarray:
-        """The kNN index array of the last computed or loaded graph."""
-        check_is_fitted(self, "knn_indices_")
-        return self.knn_indices_
-
-    def save_knn(self, path: str | os.PathLike) -> None:
-        """Save the kNN index array as ``.npy`` (int32, atomically; ``neighbors.files.save_knn``)."""
-        knn_files.save_knn(path, self.get_knn())
-
-    def load_knn(self, path: str | os.PathLike) -> "TLDR":
-        """Load a kNN index array saved by :meth:`save_knn`, checked before anything is
-        allocated (never unpickles); the next ``fit`` of data of its size uses it."""
-        indices, _ = knn_files.load_knn(path)
-        self.knn_indices_ = indices.astype(np.int64)
-        self._pending_knn = (self.knn_indices_, None)
-        return self
-
-    def _resolve_knn(self, X: ArrayLike, knn_graph: object, k: int, device: torch.device, seed: int) -> torch.Tensor:
-        """The graph to train on: ``knn_graph``, else the one :meth:`compute_knn` (of this very
-        data) or :meth:`load_knn` left for this fit, else a new search. A left graph serves one
-        fit only, so a refit on other data of the same size searches again."""
-        n = X.shape[0]
-        pending, self._pending_knn = getattr(self, "_pending_knn", None), None
-        if knn_graph is None and pending is not None and pending[0].shape[0] == n:
-            graph, fingerprint = pending
-            if fingerprint is None or fingerprint == data_fingerprint(X):
-                knn_graph = graph
-        if knn_graph is not None:
-            return torch.as_tensor(check_knn_indices(knn_graph, n, k), device=device)
-        return self._search_knn(X, k, device, seed)
 
     # --- model -------------------------------------------------------------------------------
     def _build_modules(self, n_features: int, seed: int) -> tuple[nn.Module, nn.Module]:
@@ -282,8 +233,9 @@ class TLDR(TwinlearnEstimator):
         epochs, batch_size : int, optional
             Override ``n_epochs`` / ``batch_size`` for this call (the original's ``fit`` names).
         knn_graph : array of shape (n_samples, >= n_neighbors), optional
-            Precomputed neighbour indices (self excluded); otherwise the graph from
-            :meth:`compute_knn`/:meth:`load_knn` for data of this size, or a new one.
+            Precomputed neighbour indices (self excluded), a ``load_knn`` pair, or a sparse
+            ``(n_samples, n_samples)`` distance graph (scanpy's ``obsp["distances"]``);
+            otherwise the graph from :meth:`compute_knn`/:meth:`load_knn`, or a new one.
         output_folder : path, optional
             Where checkpoints go: ``latest_snapshot.safetensors`` each epoch,
             ``snapshot_{epoch}.safetensors`` every ``snapshot_freq`` epochs, and

@@ -6,7 +6,8 @@ nearest *other* points (self removed by index, duplicates kept) and their distan
 Methods: ``"exact"`` (blocked torch matmul on the training device), ``"faiss"`` (faiss exact
 flat index), ``"hnsw"`` (faiss HNSW graph, approximate and fast), ``"ivfpq-low"``,
 ``"ivfpq-medium"``, ``"ivfpq-high"`` (faiss product quantization), ``"auto"`` (exact up to
-20 000 points, HNSW above).
+20 000 points, HNSW above while it fits a memory budget, IVF-PQ beyond:
+:func:`~twinlearn.neighbors.policy.choose_knn_method`).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def compute_knn(
 
     Returns
     -------
-    indices : numpy.ndarray of int64, shape (n_samples, n_neighbors)
+    indices : numpy.ndarray of int32 (int64 from 2³¹ rows), shape (n_samples, n_neighbors)
     distances : numpy.ndarray of float32 (squared Euclidean or cosine distances)
     """
     X = validate_features(X, min_samples=2)

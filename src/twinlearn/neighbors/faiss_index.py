@@ -1,4 +1,5 @@
-"""k-nearest neighbours with faiss: exact flat, IVF-PQ (``knn_approximation``) and HNSW."""
+"""k-nearest neighbours with faiss: exact flat, IVF-PQ (``knn_approximation``) and HNSW, built
+and searched in chunks (with a progress bar)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,28 @@ def _as_float32(block: ArrayLike, metric: str) -> np.ndarray:
     return block
 
 
+#: HNSW links per point and layer (2·M on the base layer)
+HNSW_M = 32
+
+
+def hnsw_ef_search(n: int, k: int) -> int:
+    """HNSW's search beam: wider for large k (recall), and for large n (see HNSW_EF_GROWTH)."""
+    return max(64, 2 * k)
+
+
+def ivf_lists(n: int) -> int:
+    """Inverted lists of an IVF index of ``n`` points (about √n, ≥ 39 training points each)."""
+    return max(1, min(int(np.sqrt(n)), n // 39))
+
+
+def pq_subquantizers(d: int, method: str) -> int:
+    """Bytes per code of ``"ivfpq-low|medium|high"``: the level's sub-quantizers, a divisor of d."""
+    m = PQ_SUBQUANTIZERS[method.removeprefix("ivfpq-")]
+    while d % m:
+        m -= 1
+    return m
+
+
 def _build_index(d: int, method: str, metric: str, n: int, k: int):
     import faiss
 
@@ -38,33 +61,24 @@ def _build_index(d: int, method: str, metric: str, n: int, k: int):
         # M = 32, efSearch 64 finds 99.9 % of MNIST-70k's 16 neighbours; M = 16, efSearch 32
         # (97.7 %) is twice as fast but cost CNE ~1 point of 10-NN accuracy there. A wider
         # search beam for large k keeps the recall
-        index = faiss.IndexHNSWFlat(d, 32, faiss_metric)
+        index = faiss.IndexHNSWFlat(d, HNSW_M, faiss_metric)
         index.hnsw.efConstruction = 40
-        index.hnsw.efSearch = max(64, 2 * k)
+        index.hnsw.efSearch = hnsw_ef_search(n, k)
         return index
-    m = _largest_divisor_at_most(d, PQ_SUBQUANTIZERS[method.removeprefix("ivfpq-")])
-    n_lists = max(1, min(int(np.sqrt(n)), n // 39))
+    n_lists = ivf_lists(n)
     # 8-bit codebooks want several training points per centroid: small data gets smaller ones
-    n_bits = int(np.clip(np.log2(max(_n_train(n) / 8, 2)), 1, 8))
-    ivfpq = faiss.index_factory(d, f"IVF{n_lists},PQ{m}x{n_bits}", faiss_metric)
-    ivfpq.nprobe = max(1, n_lists // 8)
+    n_bits = int(np.clip(np.log2(max(n_train(n) / 8, 2)), 1, 8))
+    index = faiss.index_factory(d, f"IVF{n_lists},PQ{pq_subquantizers(d, method)}x{n_bits}", faiss_metric)
+    index.nprobe = max(1, n_lists // 8)
     # polysemous codebook re-ordering only serves Hamming-distance search, which is not used,
     # and it dominated training time (58 s for 3 000 points)
-    ivfpq.do_polysemous_training = False
-    # PQ distances rank candidates; exact distances re-rank the best REFINE_FACTOR·k of them
-    index = faiss.IndexRefineFlat(ivfpq)
-    index.k_factor = REFINE_FACTOR
+    index.do_polysemous_training = False
     return index
 
 
-def _n_train(n: int) -> int:
+def n_train(n: int) -> int:
+    """Training points of an IVF-PQ index of ``n`` points."""
     return min(n, max(10000, n // 10))
-
-
-def _largest_divisor_at_most(d: int, m: int) -> int:
-    while d % m:
-        m -= 1
-    return m
 
 
 def drop_self(
@@ -93,15 +107,16 @@ def build_faiss_index(
     """A faiss index over the rows of ``X``, added in chunks (a memmap is read block by block).
 
     ``method`` is ``"flat"`` (exact), ``"hnsw"`` (graph, M=32, efSearch max(64, 2k)), or
-    ``"ivfpq-low"``, ``"ivfpq-medium"``, ``"ivfpq-high"`` (product quantization with 32/16/8
-    sub-quantizers, trained on a random sample rather than the first rows; the best ``4·k``
-    candidates are re-ranked by exact distance). ``k`` is the number of results queries will ask.
+    ``"ivfpq-low"``, ``"ivfpq-medium"``, ``"ivfpq-high"`` (codes of 32/16/8 bytes from
+    product quantization, trained on a random sample rather than the first rows; search it with
+    ``database=X`` to re-rank the best ``4·k`` candidates by exact distance). ``k`` is the
+    number of results queries will ask.
     """
     n, d = X.shape
     index = _build_index(d, method, metric, n, k)
     if not index.is_trained:
         rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=_n_train(n), replace=False))
+        sample = np.sort(rng.choice(n, size=n_train(n), replace=False))
         index.train(_as_float32(X[sample], metric))
     for block in iter_row_chunks(X, chunk_rows):
         index.add(_as_float32(block, metric))
@@ -110,20 +125,27 @@ def build_faiss_index(
 
 def search_faiss(
     index, Q: ArrayLike, k: int, *, metric: str = "euclidean", chunk_rows: int = 16384,
-    show_progress: bool = False,
+    show_progress: bool = False, database: ArrayLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest indexed rows of every row of ``Q``: int64 indices and float32
     distances (squared Euclidean, cosine distances ``1 - cos`` for ``metric="cosine"``, or
-    ``-q·x`` for ``metric="inner_product"``), searched in
-    chunks into preallocated outputs. Approximate indexes may return -1 for too few hits:
-    see :func:`fill_missing`."""
+    ``-q·x`` for ``metric="inner_product"``), searched in chunks into preallocated outputs.
+
+    ``database`` (the indexed rows, for an IVF-PQ index, which holds only their compressed
+    codes): the best ``REFINE_FACTOR·k`` candidates by code are re-ranked by exact distance to
+    these rows (a memmap is read row by row; no copy of the data is held). Approximate indexes
+    may return -1 for too few hits: see :func:`fill_missing`."""
     n = Q.shape[0]
     dist = np.empty((n, k), dtype=np.float32)
     idx = np.empty((n, k), dtype=np.int64)
     start = 0
     n_chunks = -(-n // chunk_rows)
     for block in progress(iter_row_chunks(Q, chunk_rows), show_progress, "kNN search", n_chunks, "block"):
-        D, I = index.search(_as_float32(block, metric), k)
+        q = _as_float32(block, metric)
+        if database is None:
+            D, I = index.search(q, k)
+        else:
+            I, D = _rerank(q, database, index.search(q, REFINE_FACTOR * k)[1], k, metric)
         dist[start : start + len(D)], idx[start : start + len(D)] = D, I
         start += len(D)
     if metric == "cosine":
@@ -131,6 +153,28 @@ def search_faiss(
     elif metric == "inner_product":
         dist = -dist  # the largest product is the nearest: a distance that grows away from it
     return idx, dist
+
+
+def _rerank(q: np.ndarray, database: ArrayLike, cand: np.ndarray, k: int, metric: str,
+            rows_per_step: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each query's candidates (-1: none) by exact score, as faiss scores
+    them: squared L2, or the inner product for ``"cosine"``/``"inner_product"``."""
+    by_product = metric in ("cosine", "inner_product")
+    idx = np.empty((len(q), k), dtype=np.int64)
+    score = np.empty((len(q), k), dtype=np.float32)
+    for s in range(0, len(q), rows_per_step):  # a step gathers rows_per_step·REFINE_FACTOR·k rows
+        c = cand[s : s + rows_per_step]
+        gathered = database[np.maximum(c, 0).ravel()]
+        vecs = _as_float32(gathered, metric).reshape(*c.shape, -1)
+        qs = q[s : s + rows_per_step, None, :]
+        cost = -(vecs @ qs.transpose(0, 2, 1))[..., 0] if by_product else ((vecs - qs) ** 2).sum(-1)
+        cost[c < 0] = np.inf
+        order = np.argsort(cost, axis=1, kind="stable")[:, :k]
+        idx[s : s + len(c)] = np.where(np.isinf(np.take_along_axis(cost, order, 1)), -1,
+                                       np.take_along_axis(c, order, 1))
+        best = np.take_along_axis(cost, order, 1)
+        score[s : s + len(c)] = -best if by_product else best
+    return idx, score
 
 
 def faiss_knn(
@@ -146,7 +190,9 @@ def faiss_knn(
     :func:`build_faiss_index` for the methods)."""
     k1 = min(n_neighbors + 1, X.shape[0])
     index = build_faiss_index(X, method=method, metric=metric, k=k1, seed=seed, chunk_rows=chunk_rows)
-    idx, dist = drop_self(*search_faiss(index, X, k1, metric=metric, chunk_rows=chunk_rows), n_neighbors)
+    database = X if method.startswith("ivfpq") else None
+    idx, dist = drop_self(*search_faiss(index, X, k1, metric=metric, chunk_rows=chunk_rows,
+                                        database=database), n_neighbors)
     fill_missing(idx, dist)
     return idx, dist
 

@@ -75,8 +75,8 @@ def load_knn(
 
     Returns
     -------
-    indices : int64 array of shape (n, k)
-        int64, as :func:`~twinlearn.neighbors.compute_knn` returns them.
+    indices : int32 array of shape (n, k)
+        int32, as :func:`~twinlearn.neighbors.compute_knn` returns them.
     distances : float32 array of shape (n, k), or None when the file has none
 
     Raises
@@ -114,7 +114,8 @@ def _as_array(value: ArrayLike, name: str) -> np.ndarray:
 
 
 def _checked_indices(idx: np.ndarray, n_samples: int | None, where: str) -> np.ndarray:
-    """``idx`` as int64, checked: (n, k) integers, n and k >= 1, every value in [0, n)."""
+    """``idx`` as int32 (int64 from 2³¹ rows), checked: (n, k) integers, n and k >= 1, every
+    value in [0, n)."""
     if idx.ndim != 2 or idx.dtype.kind not in "iu" or 0 in idx.shape:
         raise ValueError(f"{where}: an (n, k) integer array with n, k >= 1 expected, got "
                          f"{idx.dtype} of shape {idx.shape}")
@@ -123,7 +124,7 @@ def _checked_indices(idx: np.ndarray, n_samples: int | None, where: str) -> np.n
     n = idx.shape[0]
     if idx.min() < 0 or idx.max() >= n:
         raise ValueError(f"{where} holds neighbour indices outside [0, {n})")
-    return idx.astype(np.int64)
+    return idx.astype(np.int32 if n <= np.iinfo(np.int32).max else np.int64)
 
 
 def _checked_distances(dist: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:

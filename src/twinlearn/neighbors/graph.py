@@ -1,4 +1,8 @@
-"""Checking user-supplied kNN graphs and turning them into edge lists."""
+"""Checking user-supplied kNN graphs and turning them into edge lists.
+
+Compact throughout: node indices are int32 while there are fewer than 2³¹ points (int64
+beyond), weights float32; every step is a vectorised sparse-matrix operation, O(n·k).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,11 @@ import numpy as np
 import scipy.sparse
 
 from twinlearn._progress import progress
+
+
+def index_dtype(n: int) -> type:
+    """int32 for node indices of a graph of ``n`` points while they fit, else int64."""
+    return np.int32 if n <= np.iinfo(np.int32).max else np.int64
 
 
 def check_knn_indices(graph: object, n_samples: int, n_neighbors: int | None = None) -> np.ndarray:
@@ -32,13 +41,13 @@ def check_knn_indices(graph: object, n_samples: int, n_neighbors: int | None = N
         idx = idx[:, :n_neighbors]
     if idx.size and (idx.min() < 0 or idx.max() >= n_samples):
         raise ValueError(f"knn_graph holds indices outside [0, {n_samples})")
-    return np.ascontiguousarray(idx, dtype=np.int64)
+    return np.ascontiguousarray(idx, dtype=index_dtype(n_samples))
 
 
 def knn_to_sparse(indices: np.ndarray) -> scipy.sparse.csr_matrix:
     """Binary directed kNN adjacency matrix A with A[i, j] = 1 when j is a neighbour of i."""
     n, k = indices.shape
-    rows = np.repeat(np.arange(n), k)
+    rows = np.repeat(np.arange(n, dtype=index_dtype(n)), k)
     data = np.ones(n * k, dtype=np.float32)
     A = scipy.sparse.csr_matrix((data, (rows, indices.ravel())), shape=(n, n))
     A.data[:] = 1.0
@@ -64,7 +73,11 @@ def symmetric_edges(graph: np.ndarray | scipy.sparse.spmatrix, n_samples: int) -
     keep = A.row != A.col
     if not keep.any():
         raise ValueError("the kNN graph has no edges between distinct points")
-    return A.row[keep].astype(np.int64), A.col[keep].astype(np.int64)
+    return _nodes(A.row[keep], n_samples), _nodes(A.col[keep], n_samples)
+
+
+def _nodes(ids: np.ndarray, n: int) -> np.ndarray:
+    return ids.astype(index_dtype(n), copy=False)
 
 
 #: UMAP's floor on σ_i, as a fraction of the mean neighbour distance (keeps duplicates finite)
@@ -120,17 +133,18 @@ def fuzzy_union_edges(
     if not np.all(np.isfinite(distances)) or (distances < 0).any():
         raise ValueError("distances must be finite and non-negative")
     n, k = indices.shape
-    memberships = membership_strengths(distances, show_progress=show_progress)
-    rows = np.repeat(np.arange(n), k)
+    # the bisection in float64 (each row's sum must hit log2 k), the (n, k) result in float32
+    memberships = membership_strengths(distances, show_progress=show_progress).astype(np.float32)
+    rows = np.repeat(np.arange(n, dtype=index_dtype(n)), k)
     A = scipy.sparse.csr_matrix((memberships.ravel(), (rows, indices.ravel())), shape=(n, n))
     A.data = np.minimum(A.data, 1.0)  # a neighbour listed twice is still one membership
     W = (A + A.T - A.multiply(A.T)).tocoo()
-    weights = W.data.astype(np.float32)
+    weights = W.data
     # memberships that underflow float32 (far neighbours of a tight point) are no edges
     keep = (W.row != W.col) & (weights > 0)
     if not keep.any():
         raise ValueError("the kNN graph has no edges between distinct points")
-    return W.row[keep].astype(np.int64), W.col[keep].astype(np.int64), weights[keep]
+    return _nodes(W.row[keep], n), _nodes(W.col[keep], n), weights[keep]
 
 
 def neighbor_distances(X, indices: np.ndarray, chunk_rows: int = 1024) -> np.ndarray:
@@ -167,7 +181,7 @@ def weighted_edges(graph: scipy.sparse.spmatrix, n_samples: int) -> tuple[np.nda
     keep = W.row != W.col
     if not keep.any():
         raise ValueError("the graph has no edges between distinct points")
-    return W.row[keep].astype(np.int64), W.col[keep].astype(np.int64), W.data[keep].astype(np.float32)
+    return _nodes(W.row[keep], n_samples), _nodes(W.col[keep], n_samples), W.data[keep].astype(np.float32)
 
 
 def membership_distances(dist: np.ndarray, metric: str) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
+from twinlearn.neighbors.graph import index_dtype
+
 
 def check_precomputed(D: object, name: str = "X") -> np.ndarray | scipy.sparse.csr_matrix:
     """Validate a square matrix of distances: finite, non-negative, at least 2 rows.
@@ -58,7 +60,7 @@ def precomputed_knn(D: np.ndarray | scipy.sparse.csr_matrix, k: int) -> tuple[np
         take = order[(starts[:, None] + np.arange(k)[None, :]).ravel()]
         idx, dist = cols[take].reshape(n, k), vals[take].reshape(n, k)
     order = np.argsort(dist, axis=1, kind="stable")
-    return (np.take_along_axis(idx, order, 1).astype(np.int64),
+    return (np.take_along_axis(idx, order, 1).astype(index_dtype(n)),
             np.take_along_axis(dist, order, 1).astype(np.float32))
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
+from twinlearn.neighbors.graph import index_dtype, positive_edges
+
 #: distance of an unlabelled point to any point (umap-learn's ``unknown_dist``)
 UNKNOWN_DIST = 1.0
 
@@ -81,7 +83,8 @@ def supervised_edges(
     keep = (W.row != W.col) & (W.data.astype(np.float32) > 0)
     if not keep.any():
         raise ValueError("no edges are left between points of the same label; lower target_weight")
-    return W.row[keep].astype(np.int64), W.col[keep].astype(np.int64), W.data[keep].astype(np.float32)
+    return (W.row[keep].astype(index_dtype(n)), W.col[keep].astype(index_dtype(n)),
+            W.data[keep].astype(np.float32))
 
 
 def labelled_positive_edges(
@@ -90,8 +93,6 @@ def labelled_positive_edges(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`~twinlearn.neighbors.positive_edges`, then intersected with the labels ``codes``
     (:func:`supervised_edges`) when there are any; ``codes=None`` changes nothing."""
-    from twinlearn.neighbors.graph import positive_edges
-
     heads, tails, weights = positive_edges(X, graph, index=index, n_neighbors=n_neighbors, fuzzy=fuzzy)
     if codes is None or weights is None:  # callers refuse labels with a binary graph
         return heads, tails, weights
