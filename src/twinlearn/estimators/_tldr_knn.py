@@ -32,7 +32,7 @@ class TLDRKNN:
     def _knn_backend(self) -> str:
         return f"ivfpq-{self.knn_approximation}" if self.knn_approximation else self.knn_method
 
-    def compute_knn(self, X: ArrayLike) -> "TLDRKNN":
+    def compute_knn(self, X: ArrayLike) -> TLDRKNN:
         """Compute and keep the kNN graph of ``X`` for the next ``fit`` on the same data."""
         self._validate_params()
         X = self._validate_fit_data(X)
@@ -56,7 +56,7 @@ class TLDRKNN:
         """Save the kNN index array as ``.npy`` (int32, atomically; ``neighbors.files.save_knn``)."""
         knn_files.save_knn(path, self.get_knn())
 
-    def load_knn(self, path: str | os.PathLike) -> "TLDRKNN":
+    def load_knn(self, path: str | os.PathLike) -> TLDRKNN:
         """Load a kNN index array saved by :meth:`save_knn`, checked before anything is
         allocated (never unpickles); the next ``fit`` uses it (its data must have as many rows)."""
         indices, _ = knn_files.load_knn(path)

@@ -285,7 +285,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         knn_graph : scipy sparse matrix or int array of shape (n_samples, k), optional
             Positive pairs instead of a computed kNN graph: a weighted sparse matrix (e.g.
             scanpy's ``obsp["connectivities"]``; symmetrised as ``max(W, Wᵀ)``, its weights
-            kept unless ``edge_weights="binary"``), or an index array (all its columns).
+            kept unless ``edge_weights="binary"``), an index array or ``load_knn``'s pair.
         graph : same as ``knn_graph`` (the original's name)
         callbacks : sequence of callables
             Extra ``callback(trainer, epoch, mean_loss)`` run after every epoch.

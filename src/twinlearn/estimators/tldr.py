@@ -30,11 +30,11 @@ from twinlearn.estimators._base import (
 from twinlearn.estimators._params import (
     BOOLEAN,
     DEVICE,
-    MEMORY_BUDGET,
     MAX_BATCH,
     MAX_EPOCHS,
     MAX_LEARNING_RATE,
     MAX_WIDTH,
+    MEMORY_BUDGET,
     NESTING_DIMS,
     PRECISION,
     SEED,
@@ -45,9 +45,9 @@ from twinlearn.estimators._params import (
     Real,
     none_or,
 )
+from twinlearn.estimators._tldr_knn import TLDRKNN
 from twinlearn.io import split_prefix
 from twinlearn.losses import BarlowTwinsLoss, MatryoshkaLoss
-from twinlearn.estimators._tldr_knn import TLDRKNN
 from twinlearn.neighbors import KNN_METHODS
 from twinlearn.neighbors.index import KNN_METRICS
 from twinlearn.neighbors.supervised import check_labels

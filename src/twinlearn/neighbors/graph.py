@@ -206,9 +206,11 @@ def positive_edges(
     Parameters
     ----------
     X : array of shape (n_samples, n_features)
-    graph : None, int array of shape (n_samples, k) or scipy sparse matrix
-        ``None``: the ``n_neighbors`` nearest neighbours from ``index``; an index array: those
-        neighbours (their distances computed from ``X`` for fuzzy weights); a sparse matrix:
+    graph : None, int array of shape (n_samples, k), (indices, distances) or scipy sparse matrix
+        ``None``: the ``n_neighbors`` nearest neighbours from ``index``; an index array (or the
+        pair :func:`~twinlearn.neighbors.files.load_knn` returns, whose distances of unknown
+        metric are not used): those neighbours (their distances computed from ``X`` for fuzzy
+        weights); a sparse matrix:
         its weights, symmetrised as ``max(W, Wᵀ)`` (its nonzero pattern when not ``fuzzy``),
         e.g. scanpy's ``obsp["connectivities"]``.
     index : KNNIndex
@@ -218,6 +220,8 @@ def positive_edges(
         UMAP's fuzzy union weights (:func:`fuzzy_union_edges`) instead of a binary union.
     """
     n = X.shape[0]
+    if isinstance(graph, tuple) and len(graph) == 2:
+        graph = graph[0]
     if scipy.sparse.issparse(graph):
         return weighted_edges(graph, n) if fuzzy else (*symmetric_edges(graph, n), None)
     if graph is None:

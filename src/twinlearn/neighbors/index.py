@@ -13,7 +13,6 @@ import torch
 
 from twinlearn.data.arrays import ArrayLike
 from twinlearn.neighbors.exact import exact_knn
-from twinlearn.neighbors.sparse import sparse_knn
 from twinlearn.neighbors.faiss_index import (
     PQ_SUBQUANTIZERS,
     build_faiss_index,
@@ -23,6 +22,7 @@ from twinlearn.neighbors.faiss_index import (
 )
 from twinlearn.neighbors.graph import index_dtype
 from twinlearn.neighbors.policy import check_memory_budget, choose_knn_method, parse_memory_budget
+from twinlearn.neighbors.sparse import sparse_knn
 
 logger = logging.getLogger("twinlearn")
 
