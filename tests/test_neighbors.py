@@ -169,5 +169,6 @@ def test_verbose_fits_show_the_knn_and_graph_steps(method, capsys):
     CNE(n_epochs=1, knn_method=method, verbose=1, random_state=0).fit(X)
     err = capsys.readouterr().err
     assert "kNN search" in err and "graph weights" in err and "training" in err
+    assert ("kNN index" in err) == (method == "hnsw")  # a faiss index is built in chunks too
     CNE(n_epochs=1, knn_method=method, random_state=0).fit(X)
     assert capsys.readouterr().err == ""

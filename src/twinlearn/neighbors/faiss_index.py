@@ -102,9 +102,10 @@ def drop_self(
 
 def build_faiss_index(
     X: ArrayLike, *, method: str = "flat", metric: str = "euclidean", k: int = 16, seed: int = 0,
-    chunk_rows: int = 16384,
+    chunk_rows: int = 16384, show_progress: bool = False,
 ):
-    """A faiss index over the rows of ``X``, added in chunks (a memmap is read block by block).
+    """A faiss index over the rows of ``X``, added in chunks (a memmap is read block by block;
+    ``show_progress``: a bar over them).
 
     ``method`` is ``"flat"`` (exact), ``"hnsw"`` (graph, M=32, efSearch max(64, 2k)), or
     ``"ivfpq-low"``, ``"ivfpq-medium"``, ``"ivfpq-high"`` (codes of 32/16/8 bytes from
@@ -118,7 +119,8 @@ def build_faiss_index(
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(n, size=n_train(n), replace=False))
         index.train(_as_float32(X[sample], metric))
-    for block in iter_row_chunks(X, chunk_rows):
+    n_chunks = -(-n // chunk_rows)
+    for block in progress(iter_row_chunks(X, chunk_rows), show_progress, "kNN index", n_chunks, "block"):
         index.add(_as_float32(block, metric))
     return index
 

@@ -110,7 +110,8 @@ class KNNIndex:
     def _faiss_index(self, k: int):
         if self._faiss is None:
             kind = "flat" if self.method in ("exact", "faiss") else self.method
-            self._faiss = build_faiss_index(self._data, method=kind, metric=self.metric, k=k, seed=self.seed)
+            self._faiss = build_faiss_index(self._data, method=kind, metric=self.metric, k=k,
+                                            seed=self.seed, show_progress=self.show_progress)
         return self._faiss
 
     def query_self(self, k: int, on_device: bool = False) -> tuple[np.ndarray | torch.Tensor, ...]:
