@@ -54,8 +54,8 @@ def deformed_mnist(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 def dataset(name: str) -> np.ndarray:
     kind, n = name.rsplit("-", 1)
-    if kind == "mnist":
-        x = load_mnist()[0]
+    if kind == "mnist":  # train and test images together: up to 70 000
+        x = np.concatenate(load_mnist()[::2])
         return np.ascontiguousarray(x[np.random.default_rng(0).choice(len(x), int(n), replace=False)])
     return deformed_mnist(int(n), 50)
 
