@@ -117,8 +117,8 @@ class KNNIndex:
     def query_self(self, k: int, on_device: bool = False) -> tuple[np.ndarray | torch.Tensor, ...]:
         """The ``k`` nearest *other* rows of every database row (self removed by index, so
         duplicates of a point are still found): int32 indices (int64 from 2³¹ rows) and
-        float32 distances, as NumPy arrays, or with ``on_device`` as tensors on ``device`` (an exact search on a GPU then
-        never leaves it)."""
+        float32 distances, as NumPy arrays, or with ``on_device`` as tensors on ``device``
+        (an exact search on a GPU then never leaves it)."""
         start = time.perf_counter()
         if scipy.sparse.issparse(self._data):
             idx, dist = sparse_knn(self._data, None, k, self.metric)
@@ -150,8 +150,9 @@ class KNNIndex:
         flat index built once): int32 indices (int64 from 2³¹ rows) and float32 distances."""
         k = min(k, self.n_samples)
         if scipy.sparse.issparse(self._data):
-            return sparse_knn(self._data, Q, k, self.metric)
-        idx, dist = search_faiss(self._faiss_index(k), Q, k, metric=self.metric,
-                                 database=self._refine_data())
-        fill_missing(idx, dist)
+            idx, dist = sparse_knn(self._data, Q, k, self.metric)
+        else:
+            idx, dist = search_faiss(self._faiss_index(k), Q, k, metric=self.metric,
+                                     database=self._refine_data())
+            fill_missing(idx, dist)
         return compact_indices(idx, self.n_samples), dist
