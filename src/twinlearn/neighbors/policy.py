@@ -117,6 +117,7 @@ def check_memory_budget(method: str, n: int, d: int, memory_budget: int | None, 
     if need > budget:
         smallest = "" if method == _COMPRESSED[-1] else f" ({_COMPRESSED[-1]!r} is the smallest index)"
         raise ValueError(
-            f"the {method!r} kNN index of {n} points x {d} features needs about {need / 2**20:.0f} MiB, "
-            f"more than the memory budget (knn_memory_budget) of {budget} bytes ({budget / 2**20:.0f} MiB){smallest}; raise "
-            "the budget, reduce the features (e.g. PCA) or pass a precomputed knn_graph")
+            f"the {method!r} kNN index of {n} points x {d} features needs about "
+            f"{need / 2**20:.0f} MiB, more than the memory budget (knn_memory_budget) of {budget} "
+            f"bytes ({budget / 2**20:.0f} MiB){smallest}; raise the budget, reduce the features "
+            "(e.g. PCA) or pass a precomputed knn_graph")
