@@ -10,10 +10,13 @@ file cut short) raises a ``ValueError`` naming the file.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import numpy as np
+
+from twinlearn._optional import import_optional
 
 #: values per block of rows read from an on-disk array (or a tensor checked or cast): 16 MB
 #: in float32
@@ -182,3 +185,30 @@ def pca_scores_by_blocks(X: Any, n_components: int) -> np.ndarray:
     for start in range(0, n, rows):
         scores[start : start + rows] = (np.asarray(X[start : start + rows], dtype=np.float64) - mean) @ components.T
     return scores
+
+
+def array_names(path: str | os.PathLike, kind: str) -> list[str]:
+    """The arrays an HDF5 file (``kind="hdf5"``) or a zarr store (``"zarr"``) holds, as paths
+    inside it; none for a store that is one array itself. Opens only the metadata."""
+    if kind == "hdf5":
+        h5py = import_optional("h5py")
+        names: list[str] = []
+        with h5py.File(path, "r") as fh:
+            fh.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
+        return names
+    zarr = import_optional("zarr")
+    node = zarr.open(path, mode="r")
+    if isinstance(node, zarr.Array):
+        return []
+    return [name for name, member in node.members(max_depth=None) if isinstance(member, zarr.Array)]
+
+
+def open_array(path: str | os.PathLike, kind: str, name: str | None) -> DiskArray:
+    """Array ``name`` of an HDF5 file or zarr store (``None``: a zarr store that is one array),
+    opened lazily: nothing but its metadata is read."""
+    if kind == "hdf5":
+        store = import_optional("h5py").File(path, "r")[name]  # open while the array lives
+    else:
+        node = import_optional("zarr").open(path, mode="r")
+        store = node if name is None else node[name]
+    return DiskArray(store)
