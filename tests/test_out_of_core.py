@@ -220,7 +220,8 @@ def test_pca_of_a_file_by_blocks_matches_scikit_learn(tmp_path, monkeypatch):
 
 
 # --- the command line -----------------------------------------------------------------------------
-TINY_CLI = ["--n-epochs", "1", "--batch-size", "16", "--n-neighbors", "3", "--random-state", "0", "-q"]
+TINY_CLI = ["--n-components", "2", "--projector", "mlp-1-16", "--n-epochs", "1", "--batch-size", "16",
+            "--n-neighbors", "3", "--random-state", "0", "-q"]
 
 
 @pytest.fixture
