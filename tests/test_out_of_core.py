@@ -79,13 +79,16 @@ def test_fit_and_transform_from_disk_equal_those_in_memory(kind, key, tmp_path):
     np.testing.assert_array_equal(in_memory.transform(stored), expected)
 
 
-def test_transform_of_an_index_selection_and_probe_rows_read_only_those_rows(tmp_path):
-    stored = DiskArray(on_disk("hdf5", data(), tmp_path))
+@pytest.mark.parametrize("kind", ["hdf5", "zarr"])
+def test_rows_of_a_disk_array_are_those_numpy_indexing_gives(kind, tmp_path):
+    stored = DiskArray(on_disk(kind, data(), tmp_path))
     X = data()
     np.testing.assert_array_equal(stored[[5, 2, 2, 9]], X[[5, 2, 2, 9]])  # any order, repeats
     np.testing.assert_array_equal(stored[np.array([], dtype=np.int64)], X[:0])
     np.testing.assert_array_equal(stored[3], X[3])
     np.testing.assert_array_equal(stored[10:40:3, 1:], X[10:40:3, 1:])
+    np.testing.assert_array_equal(stored[7, 2:], X[7, 2:])
+    np.testing.assert_array_equal(stored[[4, 1], 0], X[[4, 1], 0])
     with pytest.raises(IndexError, match="out of range"):
         stored[[0, N]]
 

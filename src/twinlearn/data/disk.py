@@ -78,9 +78,9 @@ def as_disk_array(X: object, name: str = "X") -> DiskArray | None:
     ``TypeError`` for what is on disk but is not a dense array (an HDF5 or zarr group, a backed
     sparse matrix)."""
     _refuse_non_arrays(X, name)
-    if isinstance(X, DiskArray) or not is_disk_array(X):
-        return X if isinstance(X, DiskArray) else None
-    return DiskArray(X)
+    if isinstance(X, DiskArray):
+        return X
+    return DiskArray(X) if is_disk_array(X) else None
 
 
 class DiskArray:
@@ -118,7 +118,8 @@ class DiskArray:
         """Rows by an int, a slice or 1-D integer indices (any order, repeats allowed); a tuple
         selects rows first, then the rest of the key from them."""
         if isinstance(key, tuple):
-            return self[key[0]][(slice(None), *key[1:])] if len(key) > 1 else self[key[0]]
+            rows = self[key[0]]
+            return rows[key[1:]] if rows.ndim < self.ndim else rows[(slice(None), *key[1:])]
         if isinstance(key, slice):
             start, stop, step = key.indices(self.shape[0])
             return self._read(slice(start, max(start, stop), step) if step > 0 else key,
