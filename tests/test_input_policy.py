@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from test_bad_input import run_cases
 
-from twinlearn.data import arrays
+from twinlearn.data import disk
 from twinlearn.data.arrays import validate_features
 from twinlearn.training import trainer as trainer_module
 
@@ -142,7 +142,7 @@ def test_memmap_is_read_once_and_a_bad_last_row_is_found(tmp_path, monkeypatch):
                 reads.append(key.indices(len(self))[:2])
             return super().__getitem__(key)
 
-    monkeypatch.setattr(arrays, "_BLOCK_VALUES", 64 * 8)  # 64 rows per block: many blocks
+    monkeypatch.setattr(disk, "BLOCK_VALUES", 64 * 8)  # 64 rows per block: many blocks
     n, d = 1000, 8
     path = tmp_path / "x.dat"
     data = np.random.default_rng(0).normal(size=(n, d))

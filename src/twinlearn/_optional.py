@@ -13,7 +13,8 @@ _EXTRA_OF = {
     "pandas": "tables",
     "pyarrow": "tables",
     "anndata": "anndata",
-    "h5py": "anndata",
+    "h5py": "hdf5",
+    "zarr": "zarr",
     "onnx": "onnx",
     "onnxruntime": "onnx",
 }

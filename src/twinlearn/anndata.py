@@ -25,10 +25,8 @@ import numpy as np
 import scipy.sparse
 
 from twinlearn._optional import import_optional
+from twinlearn.data.disk import is_backed_sparse, is_disk_array
 from twinlearn.estimators._base import json_safe_params
-
-#: bytes of one block of rows read from a backed ``X`` (the result is in memory anyway)
-_READ_BLOCK_BYTES = 1 << 26
 
 
 def _check_adata(adata: object, key_added: object, copy: bool) -> None:
@@ -52,24 +50,17 @@ def _rep_name(adata: Any, use_rep: str | None) -> str:
     return use_rep
 
 
-def _read_rep(adata: Any, rep: str) -> np.ndarray:
-    """The representation as a float32 array; a backed ``X`` is read in blocks of rows."""
+def _read_rep(adata: Any, rep: str) -> Any:
+    """The representation to embed: in memory as float32, or a backed dense ``X`` left on disk
+    (an HDF5 dataset the estimators read a block of rows at a time)."""
     X = adata.obsm[rep] if rep != "X" else adata.X
     if X is None:
         raise ValueError("adata.X is empty; give use_rep, a key of adata.obsm")
-    if isinstance(X, np.ndarray) or not hasattr(X, "shape"):
-        return np.asarray(X, dtype=np.float32)
-    n, d = X.shape
-    rows = max(1, _READ_BLOCK_BYTES // (4 * max(d, 1)))
-    out = np.empty((n, d), dtype=np.float32)
-    for start in range(0, n, rows):
-        block = X[start : start + rows]
-        if scipy.sparse.issparse(block):
-            raise TypeError(f"adata.{'X' if rep == 'X' else f'obsm[{rep!r}]'} is sparse; the "
-                            "estimators take dense features: run sc.pp.pca and use "
-                            "use_rep='X_pca' (the default when present)")
-        out[start : start + len(block)] = np.asarray(block)
-    return out
+    if scipy.sparse.issparse(X) or is_backed_sparse(X):
+        raise TypeError(f"adata.{'X' if rep == 'X' else f'obsm[{rep!r}]'} is sparse; the "
+                        "estimators take dense features: run sc.pp.pca and use "
+                        "use_rep='X_pca' (the default when present)")
+    return X if is_disk_array(X) else np.asarray(X, dtype=np.float32)
 
 
 def _obsp_graph(adata: Any, neighbors_key: str, which: str) -> scipy.sparse.csr_matrix:
@@ -159,8 +150,9 @@ def tldr(
     Parameters
     ----------
     adata : anndata.AnnData
-        In memory or backed (``anndata.read_h5ad(path, backed="r")``: a dense backed ``X`` is
-        read in blocks of rows; ``obsm`` arrays are in memory already).
+        In memory or backed (``anndata.read_h5ad(path, backed="r")``: a dense backed ``X``
+        stays on disk, and the kNN search, the training and the embedding read it a block of
+        rows at a time; ``obsm`` arrays are in memory already).
     n_components : int, default=32
     use_rep : str, optional
         Key of ``adata.obsm`` to embed, or ``"X"``; default ``"X_pca"`` when present, else

@@ -28,8 +28,9 @@ from twinlearn.cli.options import (
 
 PROG = "twinlearn"
 INPUT_HELP = (
-    ".npy, .npz (--key), .csv/.tsv, .parquet, .txt, .h5ad (--use-rep), an image folder "
-    "root/<class>/<image> or the CIFAR-10 tarball (--key train|test)"
+    ".npy, .npz (--key), .h5/.hdf5 or .zarr (--key), .csv/.tsv, .parquet, .txt, .h5ad "
+    "(--use-rep), an image folder root/<class>/<image> or the CIFAR-10 tarball (--key "
+    "train|test); .npy, HDF5, zarr and a dense .h5ad X are read from disk a block at a time"
 )
 EMBEDDING_HELP = "an embedding file: .npy, .npz (--key), .csv/.tsv, .parquet or .h5ad (--use-rep)"
 LABELS_HELP = (
@@ -52,8 +53,8 @@ def _common(parser: argparse.ArgumentParser, *, overwrite: bool = True) -> None:
 def _input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key",
-        help="the array of an .npz file, or the split of the CIFAR-10 "
-        "tarball (train, the default, or test)",
+        help="the array of an .npz, HDF5 or zarr file (needed when it holds several), or the "
+        "split of the CIFAR-10 tarball (train, the default, or test)",
     )
     parser.add_argument(
         "--use-rep", metavar="OBSM_KEY", help="the obsm entry of an .h5ad file to use (default: X)"

@@ -176,7 +176,7 @@ def run_transform(args: argparse.Namespace) -> int:
 
 def _read_embedding(args: argparse.Namespace) -> tuple[np.ndarray, files.InputData]:
     data = files.read_input(args.embedding, args.key, args.use_rep)
-    return files.as_vectors(data, "EMBEDDING").astype(np.float32), data
+    return np.asarray(files.as_vectors(data, "EMBEDDING"), dtype=np.float32), data
 
 
 def _check_spec(spec: str | None, option: str) -> None:

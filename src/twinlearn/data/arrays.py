@@ -1,7 +1,8 @@
 """Validation of feature arrays and the stores that feed rows to the trainer.
 
-Inputs may be NumPy arrays, ``numpy.memmap`` files (kept out of core), torch tensors, pandas
-data frames or lists of lists; :func:`validate_features` states the one policy for all of them.
+Inputs may be NumPy arrays, torch tensors, pandas data frames or lists of lists, or stay on disk
+(out of core): ``numpy.memmap`` files, HDF5 datasets, zarr arrays (:mod:`twinlearn.data.disk`);
+:func:`validate_features` states the one policy for all of them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from twinlearn.data import disk
+from twinlearn.data.disk import DiskArray, as_disk_array, is_out_of_core
+
 ArrayLike = np.ndarray | torch.Tensor
 
-#: values per block when a memmap (or a tensor) is checked or cast: 16 MB in float32
-_BLOCK_VALUES = 2**22
 #: largest squared row norm accepted: squared distances are computed as |x|² + |y|² - 2·x·y in
 #: float32 (kNN, losses), whose terms then stay below float32's maximum with room to spare
 _MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 8
@@ -169,7 +171,7 @@ def _check_values(values: ArrayLike, source: ArrayLike, name: str) -> None:
     """One pass over the rows, block by block (a memmap is read once, never whole): every
     value finite in float32 and every squared row norm at most ``_MAX_SQUARED_NORM``.
     ``source`` is ``values`` before the cast to float32, for the wording of the error."""
-    rows = max(1, _BLOCK_VALUES // values.shape[1])
+    rows = max(1, disk.BLOCK_VALUES // values.shape[1])
     for start in range(0, values.shape[0], rows):
         block = _float32(values[start : start + rows])
         # NaN compares false: one test finds non-finite values and overflowing norms alike
@@ -182,8 +184,11 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
 
     The one input policy of twinlearn's vector estimators, kNN and metrics:
 
-    - **containers**: NumPy arrays, ``numpy.memmap`` files, dense (strided) torch tensors on any
-      device, pandas data frames, lists of lists and other array-likes;
+    - **containers**: NumPy arrays, dense (strided) torch tensors on any device, pandas data
+      frames, lists of lists and other array-likes, and arrays that stay on disk: ``numpy.memmap``
+      files (``np.load(path, mmap_mode="r")``), HDF5 datasets (h5py, the dense ``X`` of an AnnData
+      read with ``backed="r"``) and zarr arrays. HDF5/zarr groups and backed sparse matrices
+      raise ``TypeError``;
     - **dtypes**: real numbers (float, int, uint) and booleans, taken as 0/1 (as scikit-learn
       does), for every container alike. Object arrays and object columns of a data frame are
       converted element by element as scikit-learn does; strings or anything else that is not
@@ -191,17 +196,17 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
       Complex data raises ``ValueError`` (scikit-learn's contract); strings, bytes, dates and durations
       (``datetime64``/``timedelta64``, NumPy or pandas) raise ``TypeError``, as do torch sparse,
       nested and meta tensors and scipy.sparse matrices;
-    - **values**, checked after the conversion to float32, in one pass (a memmap block by
-      block): NaN and ±inf raise ``ValueError``, and so do finite values beyond float32's range
+    - **values**, checked after the conversion to float32, in one pass (an on-disk array block
+      by block; a block that cannot be read raises ``ValueError`` naming its file): NaN and ±inf raise ``ValueError``, and so do finite values beyond float32's range
       (float64 above 3.4e38) and rows whose squared norm exceeds ~4e37 (|x| ≳ 6.5e18), whose
       squared distances would overflow float32 and make the kNN graph and the losses
       meaningless; rescale such data.
 
     Parameters
     ----------
-    X : array-like, numpy.memmap or torch.Tensor of shape (n_samples, n_features)
-        The data. Memmaps stay on disk (float32 memmaps are returned unchanged); tensors keep
-        their device.
+    X : array-like, numpy.memmap, h5py.Dataset, zarr.Array or torch.Tensor of shape (n_samples, n_features)
+        The data. Memmaps stay on disk (returned unchanged), HDF5 and zarr arrays too (returned as
+        a :class:`~twinlearn.data.disk.DiskArray`); tensors keep their device.
     name : str
         Argument name used in error messages.
     min_samples : int
@@ -209,8 +214,8 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
 
     Returns
     -------
-    numpy.ndarray or torch.Tensor
-        A float32 array (or a memmap of any real dtype) / float32 tensor.
+    numpy.ndarray, DiskArray or torch.Tensor
+        A float32 array (or an on-disk array of any real dtype) / float32 tensor.
 
     Raises
     ------
@@ -224,12 +229,13 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
         raise TypeError(
             f"Sparse input is not supported for {name}: pass a dense array (X.toarray())"
         )
+    X = as_disk_array(X, name) or X
     if isinstance(X, torch.Tensor):
         _check_tensor(X, name)
         _check_shape(tuple(X.shape), name, min_samples)
         source = X.detach()
         X = source.to(torch.float32)
-    elif isinstance(X, np.memmap):  # cast block by block when used: it stays on disk
+    elif is_out_of_core(X):  # cast block by block when used: it stays on disk
         _check_kind(X.dtype.kind, X.dtype, name)
         _check_shape(X.shape, name, min_samples)
         source = X
@@ -268,7 +274,7 @@ def validate_sample_indices(idx: object, n_samples: int, name: str = "X") -> np.
 
 
 def iter_row_chunks(X: ArrayLike, chunk_rows: int) -> Iterator[ArrayLike]:
-    """Yield consecutive row blocks of ``X`` (bounded memory for memmaps)."""
+    """Yield consecutive row blocks of ``X`` (bounded memory for on-disk arrays)."""
     for start in range(0, X.shape[0], chunk_rows):
         yield X[start : start + chunk_rows]
 
@@ -283,22 +289,40 @@ def to_tensor(block: ArrayLike, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(array).to(device)
 
 
+def _whole_tensor(X: ArrayLike, device: torch.device) -> torch.Tensor:
+    """All of ``X`` as one float32 tensor on ``device``; an on-disk array is copied into it a
+    block at a time (no host copy of the whole file in its own dtype first)."""
+    if not is_out_of_core(X):
+        return to_tensor(X, device)
+    out = torch.empty(tuple(X.shape), dtype=torch.float32, device=device)
+    rows = max(1, disk.BLOCK_VALUES // max(1, X.shape[1]))
+    for start, block in zip(range(0, X.shape[0], rows), iter_row_chunks(X, rows)):
+        out[start : start + len(block)] = to_tensor(block, device)
+    return out
+
+
+def take_rows(X: ArrayLike, idx: np.ndarray) -> ArrayLike:
+    """Rows ``idx`` (any order, repeats allowed) of an in-memory or on-disk array."""
+    return X[idx] if isinstance(X, DiskArray) else np.take(X, idx, axis=0)
+
+
 class FeatureStore:
     """Rows of the training data, gathered by index on the training device.
 
-    In-memory data is moved to ``device`` once; a ``numpy.memmap`` stays on disk and only the
-    rows of each batch are read (out-of-core training), unless ``force_on_device`` is set.
+    In-memory data is moved to ``device`` once; an on-disk array (memmap, HDF5, zarr) stays on
+    disk and only the rows of each batch are read (out-of-core training), unless
+    ``force_on_device`` is set.
     """
 
     def __init__(self, X: ArrayLike, device: torch.device, force_on_device: bool = False):
         self.n_samples, self.n_features = int(X.shape[0]), int(X.shape[1])
         self.device = device
-        self.out_of_core = isinstance(X, np.memmap) and not force_on_device
+        self.out_of_core = is_out_of_core(X) and not force_on_device
         if self.out_of_core:
             self._host = X
             self._data = None
         else:
-            self._data = to_tensor(X, device)
+            self._data = _whole_tensor(X, device)
 
     @property
     def on_device(self) -> torch.Tensor | None:
@@ -314,8 +338,7 @@ class FeatureStore:
         """
         if self._data is not None:
             return self._data.index_select(0, idx) if out is None else torch.index_select(self._data, 0, idx, out=out)
-        rows = np.take(self._host, idx.cpu().numpy(), axis=0)
-        return to_tensor(rows, self.device)
+        return to_tensor(take_rows(self._host, idx.cpu().numpy()), self.device)
 
     def chunks(self, chunk_rows: int) -> Iterator[torch.Tensor]:
         """Consecutive row blocks as device tensors."""

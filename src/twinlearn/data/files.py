@@ -1,12 +1,16 @@
 """Data files in and embeddings out, by file type (the ``twinlearn`` command's readers).
 
-Inputs: ``.npy`` (memory-mapped), ``.npz`` (``key``: the array), ``.csv``/``.tsv``/``.parquet``
-(the numeric columns), ``.h5ad`` (``use_rep``: an ``obsm`` entry, default ``X``), an image
+Inputs: ``.npy`` (memory-mapped), ``.npz`` (``key``: the array), ``.h5``/``.hdf5`` and ``.zarr``
+(``key``: the array, needed when there are several), ``.csv``/``.tsv``/``.parquet`` (the numeric
+columns), ``.h5ad`` (read backed; ``use_rep``: an ``obsm`` entry, default ``X``), an image
 folder ``root/<class>/<image>`` and the CIFAR-10 JPEG tarball (``key``: ``train`` or
-``test``); ``.txt`` holds whitespace-separated numbers, or labels (one a line). Embeddings are
-written by :mod:`twinlearn.data.writers`.
+``test``); ``.txt`` holds whitespace-separated numbers, or labels (one a line). ``.npy``,
+HDF5, zarr and the dense ``X`` of an ``.h5ad`` stay on disk (out of core: read a block of rows
+at a time, see :mod:`twinlearn.data.disk`). Embeddings are written by
+:mod:`twinlearn.data.writers`.
 
-Tables need ``pip install 'twinlearn[tables]'``, ``.h5ad`` files ``'twinlearn[anndata]'``.
+Tables need ``pip install 'twinlearn[tables]'``, ``.h5ad`` files
+``'twinlearn[anndata]'``, HDF5 files ``'twinlearn[hdf5]'``, zarr stores ``'twinlearn[zarr]'``.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from typing import Any
 import numpy as np
 
 from twinlearn._optional import import_optional
+from twinlearn.data.disk import DiskArray, array_names, is_disk_array, is_out_of_core, open_array
 
 logger = logging.getLogger("twinlearn")
 
 INPUT_TYPES = {".npy": "npy", ".npz": "npz", ".csv": "table", ".tsv": "table", ".txt": "text",
                ".parquet": "table", ".h5ad": "h5ad", ".tar.gz": "tarball", ".tgz": "tarball",
-               ".tar": "tarball"}  # fmt: skip
+               ".tar": "tarball", ".h5": "hdf5", ".hdf5": "hdf5", ".zarr": "zarr"}  # fmt: skip
+_KEYED = ("npz", "hdf5", "zarr")  # kinds whose ``key`` names an array in the file
 _TARBALL_SPLITS = ("train", "test")
 
 
@@ -38,8 +44,10 @@ class InputData:
 
     Attributes
     ----------
-    X : ndarray
-        Vectors ``(N, D)`` (or an ``(N, ...)`` array as stored), or uint8 images ``(N, H, W, 3)``.
+    X : ndarray or DiskArray
+        Vectors ``(N, D)`` (or an ``(N, ...)`` array as stored; a memory map or a
+        :class:`~twinlearn.data.disk.DiskArray` for files read out of core), or uint8 images
+        ``(N, H, W, 3)``.
     labels : ndarray or None
         Class labels the input carries itself (image folders, the CIFAR-10 tarball).
     class_names : list of str or None
@@ -55,14 +63,14 @@ class InputData:
 
 
 def input_type(path: str | os.PathLike, name: str = "input") -> str:
-    """The kind of ``path`` (``"npy"``, ``"npz"``, ``"table"``, ``"text"``, ``"h5ad"``,
-    ``"folder"``, ``"tarball"``), from its name alone; ``FileNotFoundError`` or ``ValueError``
+    """The kind of ``path`` (``"npy"``, ``"npz"``, ``"hdf5"``, ``"zarr"``, ``"table"``, ``"text"``,
+    ``"h5ad"``, ``"folder"``, ``"tarball"``), from its name alone; ``FileNotFoundError`` or ``ValueError``
     naming ``name`` for a missing path or an unsupported type."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{name} {str(path)!r}: no such file or folder")
     if path.is_dir():
-        return "folder"
+        return "zarr" if path.suffix.lower() == ".zarr" else "folder"
     lower = path.name.lower()
     suffix = ".tar.gz" if lower.endswith(".tar.gz") else path.suffix.lower()
     if suffix not in INPUT_TYPES:
@@ -82,9 +90,10 @@ def check_input(
     kind = input_type(path, name)
     if use_rep is not None and kind != "h5ad":
         raise ValueError(f"--use-rep applies to .h5ad input, not to {path}")
-    if key is not None and kind not in ("npz", "tarball"):
+    if key is not None and kind not in (*_KEYED, "tarball"):
         raise ValueError(
-            f"a key ({key!r}) applies to .npz files and the CIFAR-10 tarball, not to {path}"
+            f"a key ({key!r}) applies to .npz, HDF5 and zarr files and the CIFAR-10 tarball, "
+            f"not to {path}"
         )
     if kind == "tarball" and key not in (None, *_TARBALL_SPLITS):
         raise ValueError(f"{path}: the key of the CIFAR-10 tarball is one of {_TARBALL_SPLITS}")
@@ -93,8 +102,8 @@ def check_input(
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as err:
         # ValueError: among others, an object array, which only a pickle could restore
         raise ValueError(f"{name} {str(path)!r} is not a readable {kind} file: {err}") from err
-    if kind == "npz":
-        _pick_key(names, key, path, "--key")
+    if kind in _KEYED:
+        _array_key(names, key, path, kind)
     if kind == "h5ad" and use_rep not in (None, "X"):
         _pick_key(names, use_rep, path, "--use-rep")
     return kind
@@ -106,6 +115,8 @@ def _contents(path: str | os.PathLike, kind: str) -> list[str]:
     if kind == "npz":
         with np.load(path, allow_pickle=False) as archive:
             return archive.files
+    if kind in ("hdf5", "zarr"):
+        return array_names(path, kind)
     if kind == "npy":
         np.load(path, mmap_mode="r", allow_pickle=False)
     elif kind == "h5ad":
@@ -120,6 +131,17 @@ def _contents(path: str | os.PathLike, kind: str) -> list[str]:
         with tarfile.open(path) as tar:
             tar.next()
     return []
+
+
+def _array_key(names: list[str], key: str | None, path: object, kind: str) -> str | None:
+    """The array ``key`` names (or the only one); ``None`` for a zarr store that is one array."""
+    if kind == "zarr" and not names:  # a store that is one array itself
+        if key is None:
+            return None
+        raise ValueError(f"{path} is one array, not a group: give no --key")
+    if not names:
+        raise ValueError(f"{path} holds no arrays")
+    return _pick_key(names, key, path, "--key")
 
 
 def _pick_key(keys: list[str], key: str | None, path: object, option: str) -> str:
@@ -166,6 +188,8 @@ def read_input(
     path = Path(path)
     if kind in ("npy", "npz"):
         return InputData(_read_array(path, key))
+    if kind in ("hdf5", "zarr"):  # stays on disk
+        return InputData(open_array(path, kind, _array_key(array_names(path, kind), key, path, kind)))
     if kind == "text":
         return InputData(np.loadtxt(path, dtype=np.float32, ndmin=2))
     if kind == "table":
@@ -214,16 +238,17 @@ def _anndata(path: Path, backed: str | None = None) -> Any:
 
 
 def _read_h5ad(path: Path, use_rep: str | None) -> InputData:
-    adata = _anndata(path)
-    if use_rep in (None, "X") and adata.X is None and len(adata.obsm) == 1:
+    """An ``obsm`` entry (in memory) or ``X`` (read backed: a dense ``X`` stays on disk)."""
+    adata = _anndata(path, backed="r")
+    has_x = "X" in adata.file  # backed, a missing X raises instead of reading as None
+    if use_rep in (None, "X") and not has_x and len(adata.obsm) == 1:
         use_rep = next(iter(adata.obsm.keys()))  # an embedding file: its one representation
     if use_rep in (None, "X"):
-        if adata.X is None:
-            raise ValueError(
-                f"{path} has no X; choose an obsm entry with --use-rep: "
-                f"{', '.join(adata.obsm.keys())}"
-            )
-        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        if not has_x:
+            raise ValueError(f"{path} has no X; choose an obsm entry with --use-rep: "
+                             f"{', '.join(adata.obsm.keys())}")
+        # a dense X is an HDF5 dataset; a sparse one is loaded densified (as before)
+        X = DiskArray(adata.X) if is_disk_array(adata.X) else adata.X.to_memory().toarray()
     else:
         X = np.asarray(adata.obsm[use_rep])
     return InputData(X, table=adata)
@@ -271,13 +296,17 @@ def _read_tarball(path: Path, split: str, progress: bool) -> InputData:
 def as_vectors(data: InputData, name: str = "input") -> np.ndarray:
     """``(N, D)`` rows: images and other ``(N, ...)`` arrays flattened, uint8 scaled to [0, 1]
     (as :func:`~twinlearn.data.load_mnist` does); float arrays are passed on as stored (a
-    memory map stays one)."""
+    memory map stays one, and a file read out of core stays on disk, uint8 scaled as read)."""
     X = data.X
     if X.ndim < 2:
         raise ValueError(f"{name} is a 1-D array of {X.shape[0]} values; expected rows (N, D)")
     if X.ndim > 2:
+        if isinstance(X, DiskArray):
+            raise ValueError(f"{name} {X.where} has shape {X.shape}; store it as rows (N, D)")
         X = X.reshape(len(X), -1)
     if X.dtype == np.uint8:
+        if is_out_of_core(X):
+            return DiskArray(X.store if isinstance(X, DiskArray) else X, divisor=255)
         return X.astype(np.float32) / 255.0
     return X
 

@@ -9,6 +9,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from twinlearn.data.disk import is_out_of_core, pca_scores_by_blocks
+
 INITS = ("pca", "spectral", "random")
 #: standard deviation of random initial coordinates (openTSNE's)
 RANDOM_STD = 1e-4
@@ -28,9 +30,12 @@ def pca_init(X: np.ndarray | torch.Tensor, n_components: int, seed: int) -> np.n
     # data without variance (all rows equal) is valid: its scores are 0, and sklearn's
     # explained-variance ratio 0/0 would only warn about an attribute not used here
     with np.errstate(invalid="ignore", divide="ignore"):
-        scores = PCA(k, svd_solver=solver, random_state=seed % 2**32).fit_transform(
-            X.astype(np.float32) if scipy.sparse.issparse(X) else np.asarray(X, dtype=np.float32)
-        )
+        if is_out_of_core(X):  # a file on disk (memmap, HDF5, zarr) is never read whole
+            scores = pca_scores_by_blocks(X, k)
+        else:
+            scores = PCA(k, svd_solver=solver, random_state=seed % 2**32).fit_transform(
+                X.astype(np.float32) if scipy.sparse.issparse(X) else np.asarray(X, dtype=np.float32)
+            )
     std = scores[:, 0].std()
     scores = scores / (std if std > 0 else 1.0)
     if k < n_components:

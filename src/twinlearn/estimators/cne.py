@@ -272,7 +272,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
 
         Parameters
         ----------
-        X : array of shape (n_samples, n_features), tensor or memmap
+        X : array of shape (n_samples, n_features), tensor, or on disk (memmap, HDF5, zarr)
             Rows are flattened by the caller (images: ``X.reshape(len(X), -1)``).
         y : array of shape (n_samples,), optional
             Class labels (int, ``-1`` = unlabelled; or str, ``None`` = unlabelled): edges

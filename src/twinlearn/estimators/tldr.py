@@ -226,7 +226,7 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
 
         Parameters
         ----------
-        X : array of shape (n_samples, n_features), torch tensor or numpy.memmap
+        X : array of shape (n_samples, n_features), tensor, or on disk (memmap, HDF5, zarr)
         y : array of shape (n_samples,), optional
             Labels (int, ``-1`` unlabelled; str, ``None`` unlabelled): see ``target_weight``
             and :class:`~twinlearn.pairs.LabelAwarePairSource`.
@@ -289,7 +289,7 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
 
         Parameters
         ----------
-        X : array of shape (n_samples, n_features_in_), tensor or memmap
+        X : array of shape (n_samples, n_features_in_), tensor, or on disk (memmap, HDF5, zarr)
         l2_norm : bool
             L2-normalise each output row (all-zero rows stay zero).
         n_components : int, optional

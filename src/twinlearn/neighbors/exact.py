@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from twinlearn._progress import progress
-from twinlearn.data.arrays import ArrayLike, iter_row_chunks, to_tensor
+from twinlearn.data.arrays import ArrayLike, to_tensor
+from twinlearn.data.disk import is_out_of_core
 
 #: a database block: (first row, its rows, their squared norms). The rows are a prepared tensor,
-#: or the raw memmap block when the memmap is searched from disk
-_Block = tuple[int, ArrayLike, torch.Tensor]
+#: or their slice of the data when an on-disk array is searched from disk
+_Block = tuple[int, torch.Tensor | slice, torch.Tensor]
 
 
 def _block_distances(q: torch.Tensor, db: torch.Tensor, db_sq: torch.Tensor, metric: str) -> torch.Tensor:
@@ -29,29 +29,29 @@ def _prepare(block: ArrayLike, device: torch.device, metric: str) -> torch.Tenso
 
 
 def _database(X: ArrayLike, device: torch.device, metric: str, block_rows: int) -> list[_Block]:
-    """The database blocks. They are held on ``device``, except for a memmap searched on the
-    CPU: a prepared (float32, normalised) copy would cost RAM for the whole file, so its blocks
-    are read from disk again for every query block (float32 rows without a copy), which the
-    matrix products, ``query_block`` times more work, hide."""
-    from_disk = isinstance(X, np.memmap) and device.type == "cpu"
+    """The database blocks. They are held on ``device``, except for an on-disk array (memmap,
+    HDF5, zarr) searched on the CPU: a prepared (float32, normalised) copy would cost RAM for the
+    whole file, so its blocks are read from disk again for every query block (only their
+    slices are kept), which the matrix products, ``query_block`` times more work, hide."""
+    from_disk = is_out_of_core(X) and device.type == "cpu"
     blocks = []
-    for start, block in zip(range(0, X.shape[0], block_rows), iter_row_chunks(X, block_rows)):
-        t = _prepare(block, device, metric)
-        blocks.append((start, block if from_disk else t, (t * t).sum(1)))
+    for start in range(0, X.shape[0], block_rows):
+        t = _prepare(X[start : start + block_rows], device, metric)
+        blocks.append((start, slice(start, start + t.shape[0]) if from_disk else t, (t * t).sum(1)))
     return blocks
 
 
 def _nearest(
-    q: torch.Tensor, q_start: int, database: list[_Block], k: int, metric: str
+    q: torch.Tensor, q_start: int, X: ArrayLike, database: list[_Block], k: int, metric: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest database rows of the query rows ``q`` (rows ``q_start..`` of the data,
-    each excluded from its own list)."""
+    each excluded from its own list); blocks kept as slices are read from ``X``."""
     device = q.device
     rows = torch.arange(q_start, q_start + q.shape[0], device=device)
     best_d = torch.full((q.shape[0], k), float("inf"), device=device)
     best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=device)
     for db_start, block, db_sq in database:
-        db = block if isinstance(block, torch.Tensor) else _prepare(block, device, metric)
+        db = block if isinstance(block, torch.Tensor) else _prepare(X[block], device, metric)
         d = _block_distances(q, db, db_sq, metric)
         cols = torch.arange(db_start, db_start + db.shape[0], device=device)
         d.masked_fill_(rows[:, None] == cols[None, :], float("inf"))
@@ -77,9 +77,9 @@ def exact_knn(
     bar over the query blocks).
 
     Each point is excluded from its own list by index (so exact duplicates of a point are
-    still found as neighbours). The data is held on ``device`` (a memmap is read block by block
-    into it), except that a memmap searched on the CPU stays on disk and is read block by block
-    for each query block; the working memory on top is O(query_block × database_block), never
+    still found as neighbours). The data is held on ``device`` (an on-disk array is read block
+    by block into it), except that an on-disk array searched on the CPU stays on disk and is
+    read block by block for each query block; the working memory on top is O(query_block × database_block), never
     N × N.
 
     Returns
@@ -94,7 +94,7 @@ def exact_knn(
     starts = range(0, n, query_block)
     for q_start in progress(starts, show_progress, "kNN search", unit="block"):
         q = _prepare(X[q_start : q_start + query_block], device, metric)
-        best_i, best_d = _nearest(q, q_start, database, n_neighbors, metric)
+        best_i, best_d = _nearest(q, q_start, X, database, n_neighbors, metric)
         all_idx[q_start : q_start + q.shape[0]] = best_i
         all_dist[q_start : q_start + q.shape[0]] = best_d
     return all_idx, all_dist
