@@ -51,7 +51,7 @@ from twinlearn.neighbors.index import KNN_METRICS
 from twinlearn.neighbors.supervised import check_labels
 from twinlearn.neighbors import files as knn_files
 from twinlearn.pairs import KNNPairSource, LabelAwarePairSource
-from twinlearn.training import LARS, Trainer, lars_param_groups, warmup_cosine
+from twinlearn.training import LARS, Trainer, distributed, lars_param_groups, warmup_cosine
 from twinlearn.training.objectives import TwinObjective
 from twinlearn.training.run_folder import data_fingerprint
 
@@ -205,9 +205,9 @@ class TLDR(TwinlearnEstimator):
         return self
 
     def _search_knn(self, X: ArrayLike, k: int, device: torch.device, seed: int) -> torch.Tensor:
-        """The kNN graph of ``X`` as int64 indices on ``device`` (where an exact search left it)."""
+        """The kNN graph of ``X`` as int64 indices on ``device`` (each process searches its share)."""
         index = KNNIndex(self._knn_backend(), self._knn_metric(), device, seed, bool(self.verbose)).build(X)
-        return index.query_self(k, on_device=True)[0]
+        return distributed.ShardedIndex(index, X).query_self(k, on_device=True)[0]
 
     def get_knn(self) -> np.ndarray:
         """The kNN index array of the last computed or loaded graph."""
@@ -309,7 +309,7 @@ class TLDR(TwinlearnEstimator):
         codes = check_labels(y, X.shape[0])
         k = self._neighbors_for(self.n_neighbors, X.shape[0])
         batch = min(batch, X.shape[0])  # small data trains in one batch per epoch
-        device, seed = self._device(), self._seed()
+        seed, device = distributed.agreed_seed(X, self._seed()), self._device()  # before any work
         knn = self._resolve_knn(X, knn_graph, k, device, seed)
         encoder, projector = self._build_modules(X.shape[1], seed)
         store = feature_store(X, device, force_on_device=self.pin_memory, precision=self.precision)
@@ -320,8 +320,8 @@ class TLDR(TwinlearnEstimator):
         optimizer = LARS(lars_param_groups(objective), lr=self.learning_rate * batch / 256,
                          weight_decay=self.weight_decay)
         warmup_steps = int(min(self.warmup_epochs, n_epochs / 10) * len(pairs))
-        trainer = Trainer(objective, pairs, optimizer, warmup_cosine(n_epochs * len(pairs), warmup_steps),
-                          n_epochs, precision=self.precision, verbose=self.verbose, print_every=print_every)
+        trainer = Trainer(objective, pairs, optimizer, warmup_cosine(n_epochs * len(pairs), warmup_steps), n_epochs,
+                          precision=self.precision, verbose=self.verbose, print_every=print_every, data_parallel=True)
 
         def keep(trainer: Trainer) -> None:
             self.knn_indices_ = knn.cpu().numpy()
