@@ -47,27 +47,47 @@ def _params(module: torch.nn.Module) -> np.ndarray:
     return torch.cat([t.detach().float().flatten() for t in module.state_dict().values()]).numpy()
 
 
-def _fit_both(rank: int) -> dict[str, np.ndarray]:
-    X = _data()
-    tldr = _tldr().fit(X, retain_projector=True)
-    cne = _cne().fit(X)
-    return {"tldr": np.concatenate([_params(tldr.encoder_), _params(tldr.projector_)]),
-            "tldr_knn": tldr.knn_indices_, "tldr_loss": np.array(tldr.loss_history_),
-            "cne": _params(cne.model_), "cne_edges": cne.neighbor_graph_.toarray()}
+def _recording_steps(setattr=setattr) -> list[torch.Tensor]:
+    """Patch the trainer (with ``setattr``: pytest's monkeypatch outside a worker) to record
+    the anchors of every step it trains."""
+    from twinlearn.training import Trainer
+
+    seen, original = [], Trainer._train_step
+
+    def train_step(trainer, batch):
+        seen.append(batch[0].clone())
+        return original(trainer, batch)
+
+    setattr(Trainer, "_train_step", train_step)
+    return seen
 
 
-def _bad_groups(rank: int) -> dict[str, np.ndarray]:
-    X = _data()
+def _refusals(X: np.ndarray, rank: int) -> dict[str, np.ndarray]:
+    """The messages of fits that must be refused: the ranks' data differ, or a table."""
     out = {}
     for name, fit in {"n": lambda: _tldr().fit(X[: len(X) - rank]),
                       "content": lambda: _cne().fit(X + rank),
                       "table": lambda: CNE(n_epochs=1).fit(X)}.items():
         try:
             fit()
-            out[name] = np.array("no error")
+            out[f"refused_{name}"] = np.array("no error")
         except ValueError as err:
-            out[name] = np.array(str(err))
+            out[f"refused_{name}"] = np.array(str(err))
     return out
+
+
+def _fit_both(rank: int) -> dict[str, np.ndarray]:
+    X = _data()
+    out = _refusals(X, rank)
+    steps = _recording_steps()
+    tldr = _tldr().fit(X, retain_projector=True)
+    n_tldr_steps = len(steps)
+    cne = _cne().fit(X)
+    return {**out, "tldr": np.concatenate([_params(tldr.encoder_), _params(tldr.projector_)]),
+            "tldr_knn": tldr.knn_indices_, "tldr_loss": np.array(tldr.loss_history_),
+            "tldr_first": steps[0].numpy(), "cne_last": steps[-1].numpy(),
+            "rows": np.array([len(a) for a in steps[:n_tldr_steps]]),
+            "cne": _params(cne.model_), "cne_edges": cne.neighbor_graph_.toarray()}
 
 
 def _killed(rank: int, folder: str) -> dict[str, np.ndarray]:
@@ -94,8 +114,7 @@ def _resumed(rank: int, folder: str) -> dict[str, np.ndarray]:
             "epochs": np.array(resumed.n_epochs_trained_)}
 
 
-SCENARIOS = {"fit_both": _fit_both, "bad_groups": _bad_groups, "killed": _killed, "resumed": _resumed,
-             "nothing": lambda rank: {}}
+SCENARIOS = {"fit_both": _fit_both, "killed": _killed, "resumed": _resumed}
 
 
 def _worker(rank: int, port: int, out_dir: str, scenario: str, folder: str | None) -> None:
@@ -123,13 +142,26 @@ def _spawn(tmp_path, scenario: str, folder=None) -> list[dict[str, np.ndarray]]:
     return [dict(np.load(out / f"rank{r}.npz")) for r in range(WORLD)]
 
 
-def test_two_processes_train_one_model_equal_to_one_process(tmp_path):
-    r0, r1 = _spawn(tmp_path, "fit_both")
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict[str, np.ndarray]]:
+    """One spawn of 2 processes for the tests below (each start costs seconds)."""
+    return _spawn(tmp_path_factory.mktemp("ranks"), "fit_both")
+
+
+def test_two_processes_train_one_model_equal_to_one_process(two_ranks, monkeypatch):
+    r0, r1 = two_ranks
     for key in ("tldr", "tldr_knn", "tldr_loss", "cne", "cne_edges"):
         np.testing.assert_array_equal(r0[key], r1[key], err_msg=key)  # every rank: one model
     X = _data()
+    steps = _recording_steps(monkeypatch.setattr)
     tldr = _tldr().fit(X, retain_projector=True)
+    n_tldr_steps = len(steps)
     cne = _cne().fit(X)
+    # each rank trained on its half of every global batch, together the one-process batch
+    assert n_tldr_steps == len(r0["rows"]) and set(r0["rows"]) == {32}
+    np.testing.assert_array_equal(np.concatenate([r0["tldr_first"], r1["tldr_first"]]), steps[0])
+    assert (len(r0["cne_last"]), len(r1["cne_last"])) == (21, 22)  # the uneven last CNE batch
+    np.testing.assert_array_equal(np.concatenate([r0["cne_last"], r1["cne_last"]]), steps[-1])
     # the kNN graph each rank searched half of is the one-process graph
     np.testing.assert_array_equal(r0["tldr_knn"], tldr.knn_indices_)
     np.testing.assert_array_equal(r0["cne_edges"], cne.neighbor_graph_.toarray())
@@ -140,13 +172,13 @@ def test_two_processes_train_one_model_equal_to_one_process(tmp_path):
     np.testing.assert_allclose(r0["cne"], _params(cne.model_), rtol=1e-3, atol=1e-4)
 
 
-def test_process_groups_that_disagree_are_refused_before_any_work(tmp_path):
-    for result in _spawn(tmp_path, "bad_groups"):
+def test_process_groups_that_disagree_are_refused_before_any_work(two_ranks):
+    for result in two_ranks:
         # both ranks raise (none is left waiting), naming what differs
-        assert "disagree on X" in str(result["n"]) and "(240, 12)" in str(result["n"])
-        assert "(239, 12)" in str(result["n"])
-        assert "disagree on X" in str(result["content"])
-        assert "parametric=True" in str(result["table"])
+        message = str(result["refused_n"])
+        assert "disagree on X" in message and "(240, 12)" in message and "(239, 12)" in message
+        assert "disagree on X" in str(result["refused_content"])
+        assert "parametric=True" in str(result["refused_table"])
 
 
 def test_a_killed_rank_loses_nothing_resume_finishes_the_same_model(tmp_path):
