@@ -300,7 +300,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         """
         self._validate_params()
         self._check_run_options(output_folder, resume)
-        if not self.parametric:  # why: docs/notes/distributed-cne.md
+        if not self.parametric:  # why: docs/distributed-cne.md
             distributed.refuse_under_process_group("CNE(parametric=False)", "its embedding table "
                                                    "is not split across processes; use parametric=True")
         CALLBACKS.check(callbacks, "callbacks")
