@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine_info  # noqa: E402
+from common import machine_info
 
 REPEATS = 50
 

@@ -28,19 +28,19 @@ def _data(n: int = 240) -> np.ndarray:
     return (centers[rng.integers(0, 4, n)] + rng.normal(size=(n, 12))).astype(np.float32)
 
 
-def _tldr(**kw) -> TLDR:
+def _tldr(n_epochs: int = 3) -> TLDR:
     # a batch-normed projector: its statistics must cover the global batch
-    return TLDR(**{**dict(n_components=4, projector="mlp-1-32", n_neighbors=5, batch_size=64, n_epochs=3,
-                          learning_rate=0.4, warmup_epochs=0, random_state=0), **kw})
+    return TLDR(n_components=4, projector="mlp-1-32", n_neighbors=5, batch_size=64, n_epochs=n_epochs,
+                learning_rate=0.4, warmup_epochs=0, random_state=0)
 
 
-def _cne(**kw) -> CNE:
+def _cne() -> CNE:
     # binary edges: fuzzy weights would carry the float noise of faiss's distances against
     # torch's into which edges an epoch keeps; 1 828 edges in batches of 105 leave an uneven
     # last one (43 edges: 21 and 22 per rank); SGD, as Adam blows float noise in tiny gradients
     # up to whole steps
     return CNE(parametric=True, edge_weights="binary", optimizer="sgd", learning_rate=1e-2,
-               n_epochs=2, batch_size=105, n_neighbors=5, random_state=0, **kw)
+               n_epochs=2, batch_size=105, n_neighbors=5, random_state=0)
 
 
 def _params(module: torch.nn.Module) -> np.ndarray:
