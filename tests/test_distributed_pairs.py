@@ -185,7 +185,8 @@ def test_a_killed_rank_loses_nothing_resume_finishes_the_same_model(tmp_path):
     from twinlearn.io import load_tensors
 
     folder = tmp_path / "run"
-    with pytest.raises(mp.ProcessExitedException, match="SIGKILL"):
+    # rank 1's SIGKILL, or rank 0's error on the lost connection when that is seen first
+    with pytest.raises((mp.ProcessExitedException, mp.ProcessRaisedException)):
         _spawn(tmp_path, "killed", folder)
     _, meta = load_tensors(folder / "latest_snapshot.safetensors", kind="checkpoint")
     assert 1 <= meta["epoch"] < 4 and not (folder / "final_model.safetensors").exists()
