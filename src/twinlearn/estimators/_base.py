@@ -24,6 +24,7 @@ from twinlearn.data.arrays import ArrayLike, iter_row_chunks
 from twinlearn.data.sparse import dense_block, validate_input
 from twinlearn.encoders.inference import run_in_chunks
 from twinlearn.estimators._params import Constraint, validate_params
+from twinlearn.training import distributed
 from twinlearn.training.run_folder import data_fingerprint, folder_lock, settings_fingerprint
 from twinlearn.training.trainer import Trainer, TrainingDiverged
 
@@ -90,7 +91,7 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return self.n_components
 
     def _device(self) -> torch.device:
-        return resolve_device(self.device)
+        return distributed.local_device(resolve_device(self.device))
 
     def _seed(self) -> int:
         return seed_from(self.random_state)
@@ -134,7 +135,8 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         the fingerprint of ``X`` and of the parameters) in ``output_folder``, a resume from its
         latest snapshot (or from the checkpoint file ``resume`` names), the training itself
         under the folder's lock, the loss history, ``keep(trainer)`` to take the fitted state,
-        and the final model file."""
+        and the final model file. Under ``torch.distributed`` rank 0 alone holds the lock and
+        writes; every process resumes from the same file (a file system they all share)."""
         params = {k: v for k, v in self.get_params(deep=False).items() if k != "n_epochs"}
         trainer.checkpoint_dir = Path(output_folder) if output_folder is not None else None
         trainer.snapshot_freq = snapshot_freq or 0
@@ -142,9 +144,12 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             "class": type(self).__name__,
             "fingerprint": f"{data_fingerprint(X)}-{settings_fingerprint(params)}",
         }
-        with folder_lock(output_folder):
+        with folder_lock(output_folder if distributed.is_main_process() else None):
             start = Path(output_folder) / LATEST_SNAPSHOT if resume is True else resume or None
-            if start is not None and Path(start).exists():
+            found = distributed.same_everywhere(
+                start is not None and Path(start).exists(),
+                f"whether {start} exists (resume needs a folder every process can read)")
+            if found:
                 trainer.load_checkpoint(start)
                 logger.info("resumed from %s at epoch %d", start, trainer.epoch)
             trainer.fit()
@@ -152,7 +157,7 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             self.n_epochs_trained_ = trainer.epoch
             keep(trainer)
             self._check_output(X)
-            if output_folder is not None:
+            if output_folder is not None and distributed.is_main_process():
                 self.save(Path(output_folder) / self._final_model_name)
 
     def _check_output(self, X: object) -> None:

@@ -18,6 +18,7 @@ from twinlearn.neighbors import KNNIndex, check_knn_indices
 from twinlearn.neighbors import files as knn_files
 from twinlearn.neighbors.index import compact_indices
 from twinlearn.neighbors.precomputed import check_precomputed, precomputed_knn
+from twinlearn.training import distributed
 from twinlearn.training.run_folder import data_fingerprint
 
 
@@ -42,10 +43,11 @@ class TLDRKNN:
         return self
 
     def _search_knn(self, X: ArrayLike, k: int, device: torch.device, seed: int) -> torch.Tensor:
-        """The kNN graph of ``X`` as int32 indices on ``device`` (where an exact search left it)."""
+        """The kNN graph of ``X`` as int32 indices on ``device`` (where an exact search left it;
+        under ``torch.distributed`` each process searches its share of the rows)."""
         index = KNNIndex(self._knn_backend(), self._knn_metric(), device, seed, bool(self.verbose),
                          memory_budget=self.knn_memory_budget).build(X)
-        return index.query_self(k, on_device=True)[0]
+        return distributed.ShardedIndex(index, X).query_self(k, on_device=True)[0]
 
     def get_knn(self) -> np.ndarray:
         """The kNN index array of the last computed or loaded graph."""

@@ -66,6 +66,7 @@ from twinlearn.neighbors import KNN_METHODS
 from twinlearn.neighbors.index import KNN_METRICS
 from twinlearn.neighbors.supervised import labelled_positive_edges
 from twinlearn.pairs import EdgePairSource
+from twinlearn.training import distributed
 from twinlearn.training.callbacks import EmbeddingSnapshots
 from twinlearn.training.contrastive import ContrastiveRecipe, contrastive_run
 
@@ -305,16 +306,20 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         """
         self._validate_params()
         self._check_run_options(output_folder, resume)
+        if not self.parametric:  # why: docs/distributed-cne.md
+            distributed.refuse_under_process_group("CNE(parametric=False)", "its embedding table "
+                                                   "is not split across processes; use parametric=True")
         CALLBACKS.check(callbacks, "callbacks")
         graph = one_of(knn_graph, graph, "knn_graph", "graph")
         X = self._validate_cne_data(X)
         codes = self._check_labels(y, X.shape[0])
         k = self._neighbors_for(self._k(), X.shape[0], "k" if self.k is not None else "n_neighbors")
         init = self._check_init(init, X.shape[0])
-        device, seed = self._device(), self._seed()
+        seed, device = distributed.agreed_seed(X, self._seed()), self._device()  # before any work
         clock = time.perf_counter()
         heads, tails, weights = labelled_positive_edges(
-            X, graph, index=self._knn_index(X, device, seed) if graph is None else None, n_neighbors=k,
+            X, graph, index=distributed.ShardedIndex(self._knn_index(X, device, seed), X) if graph is None else None,
+            n_neighbors=k,
             fuzzy=self.edge_weights == "fuzzy", codes=codes, target_weight=self.target_weight)
         self.neighbor_graph_ = scipy.sparse.csr_matrix(
             (np.ones(len(heads), dtype=np.float32) if weights is None else weights, (heads, tails)),
@@ -327,7 +332,8 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X), self.save_freq) if self.save_freq else None
         self.timings_["init"] = time.perf_counter() - clock
         run = contrastive_run(self._recipe(), model, pairs, n=X.shape[0], store=store,
-                              callbacks=[*([snapshots] if snapshots else []), *callbacks], verbose=self.verbose)
+                              callbacks=[*([snapshots] if snapshots else []), *callbacks], verbose=self.verbose,
+                              data_parallel=True)
 
         def keep(trainer: Any) -> None:
             self.timings_["optimisation"] = sum(trainer.epoch_seconds)

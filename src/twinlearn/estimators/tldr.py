@@ -52,7 +52,7 @@ from twinlearn.neighbors import KNN_METHODS
 from twinlearn.neighbors.index import KNN_METRICS
 from twinlearn.neighbors.supervised import check_labels
 from twinlearn.pairs import KNNPairSource, LabelAwarePairSource
-from twinlearn.training import LARS, Trainer, lars_param_groups, warmup_cosine
+from twinlearn.training import LARS, Trainer, distributed, lars_param_groups, warmup_cosine
 from twinlearn.training.objectives import TwinObjective
 
 KNN_APPROXIMATIONS = (None, "low", "medium", "high")
@@ -261,7 +261,7 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         codes = check_labels(y, X.shape[0])
         k = self._neighbors_for(self.n_neighbors, X.shape[0])
         batch = min(batch, X.shape[0])  # small data trains in one batch per epoch
-        device, seed = self._device(), self._seed()
+        seed, device = distributed.agreed_seed(X, self._seed()), self._device()  # before any work
         knn = self._resolve_knn(X, knn_graph, k, device, seed)
         encoder, projector = self._build_modules(X.shape[1], seed)
         store = feature_store(X, device, force_on_device=self.pin_memory, precision=self.precision)
@@ -272,8 +272,8 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         optimizer = LARS(lars_param_groups(objective), lr=self.learning_rate * batch / 256,
                          weight_decay=self.weight_decay)
         warmup_steps = int(min(self.warmup_epochs, n_epochs / 10) * len(pairs))
-        trainer = Trainer(objective, pairs, optimizer, warmup_cosine(n_epochs * len(pairs), warmup_steps),
-                          n_epochs, precision=self.precision, verbose=self.verbose, print_every=print_every)
+        trainer = Trainer(objective, pairs, optimizer, warmup_cosine(n_epochs * len(pairs), warmup_steps), n_epochs,
+                          precision=self.precision, verbose=self.verbose, print_every=print_every, data_parallel=True)
 
         def keep(trainer: Trainer) -> None:
             self.knn_indices_ = knn.cpu().numpy()

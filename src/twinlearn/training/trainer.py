@@ -109,6 +109,10 @@ class Trainer:
         Log the loss every this many steps (each log is a device sync); 0 = never.
     num_threads : int, optional
         Torch threads while training (the fused CPU kernel threads itself and wants 1).
+    data_parallel : bool
+        Under ``torch.distributed``, each process trains on its share of every batch and the
+        run equals one process at the same global batch (:mod:`~twinlearn.training.distributed`;
+        the pair source must draw the same batches everywhere). Ignored in one process.
 
     A run in stages (t-SimCNE) is built with :meth:`in_stages`: each :class:`Stage` brings its
     own optimizer and schedule, and a checkpoint taken inside any stage resumes there.
@@ -136,6 +140,7 @@ class Trainer:
         verbose: int = 0,
         print_every: int = 0,
         num_threads: int | None = None,
+        data_parallel: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: choose one of {PRECISIONS}")
@@ -154,6 +159,9 @@ class Trainer:
         self.verbose = verbose
         self.print_every = print_every
         self.num_threads = num_threads
+        self.data_parallel = data_parallel and distributed.is_distributed()
+        if self.data_parallel:
+            distributed.prepare_data_parallel(objective)
         self.stages: list[Stage] = []
         self._stage = -1
         self._stage_start_step = 0
@@ -218,6 +226,8 @@ class Trainer:
             loss = self.objective(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self._scaler.scale(loss).backward()
+        if self.data_parallel:
+            distributed.average_gradients(self.objective.parameters())
         if self.clip_grad_value is not None:
             self._scaler.unscale_(self.optimizer)
             for group in self.optimizer.param_groups:
@@ -235,7 +245,7 @@ class Trainer:
         total = torch.zeros((), device=self._device)
         n_batches = 0
         for batch in self.pair_source.epoch():
-            loss = self._train_step(batch)
+            loss = self._train_step(distributed.local_share(batch) if self.data_parallel else batch)
             for hook in step_hooks:
                 hook.on_step_end(self)
             total += loss.float()
