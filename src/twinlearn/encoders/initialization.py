@@ -20,8 +20,9 @@ RANDOM_STD = 1e-4
 PCA_INIT_ROWS = 50_000
 
 
-def _fit_pca(X: np.ndarray | torch.Tensor | scipy.sparse.spmatrix, k: int, seed: int):
-    """scikit-learn's PCA with ``k`` components fitted on ``X`` (``k <= min(X.shape)``)."""
+def _pca(X: np.ndarray | torch.Tensor | scipy.sparse.spmatrix, k: int, seed: int):
+    """An unfitted scikit-learn PCA of ``k <= min(X.shape)`` components with the solver that
+    suits ``X``, and ``X`` as float32 (NumPy or sparse) to fit it on."""
     from sklearn.decomposition import PCA
 
     if isinstance(X, torch.Tensor):
@@ -29,21 +30,19 @@ def _fit_pca(X: np.ndarray | torch.Tensor | scipy.sparse.spmatrix, k: int, seed:
     solver = "randomized" if min(X.shape) > 4 * k else "full"
     if scipy.sparse.issparse(X):  # sklearn's PCA centres sparse data implicitly with ARPACK
         solver = "arpack" if k < min(X.shape) else "covariance_eigh"
-    pca = PCA(k, svd_solver=solver, random_state=seed % 2**32)
-    # data without variance (all rows equal) is valid: its scores are 0, and sklearn's
-    # explained-variance ratio 0/0 would only warn about an attribute not used here
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return pca.fit(X.astype(np.float32) if scipy.sparse.issparse(X) else np.asarray(X, dtype=np.float32))
+    X = X.astype(np.float32) if scipy.sparse.issparse(X) else np.asarray(X, dtype=np.float32)
+    return PCA(k, svd_solver=solver, random_state=seed % 2**32), X
 
 
 def pca_init(X: np.ndarray | torch.Tensor, n_components: int, seed: int) -> np.ndarray:
     """PCA scores scaled so the first component has standard deviation 1 (CNE's default
     initialisation; later components keep their relative scale)."""
-    k = min(n_components, X.shape[0], X.shape[1])
-    pca = _fit_pca(X, k, seed)
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
-    scores = pca.transform(X.astype(np.float32) if scipy.sparse.issparse(X) else np.asarray(X, dtype=np.float32))
+    pca, X = _pca(X, min(n_components, X.shape[0], X.shape[1]), seed)
+    # data without variance (all rows equal) is valid: its scores are 0, and sklearn's
+    # explained-variance ratio 0/0 would only warn about an attribute not used here
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = pca.fit_transform(X)
+    k = scores.shape[1]
     std = scores[:, 0].std()
     scores = scores / (std if std > 0 else 1.0)
     if k < n_components:
@@ -114,8 +113,10 @@ def init_linear_encoder(
         raise ValueError(f"the encoder takes {layer.in_features} features but X has {n_features}")
     if n > max_rows:  # sorted: a memory map is read front to back
         X = X[np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))]
-    k = min(layer.out_features, X.shape[0], n_features)
-    pca = _fit_pca(X, k, seed)
+    pca, X = _pca(X, min(layer.out_features, X.shape[0], n_features), seed)
+    with np.errstate(invalid="ignore", divide="ignore"):  # as in pca_init: constant data is valid
+        pca.fit(X)
+    k = pca.components_.shape[0]
     # ARPACK (sparse input) returns its axes as a reversed view, which torch cannot wrap
     like = {"dtype": layer.weight.dtype, "device": layer.weight.device}
     axes = torch.tensor(np.ascontiguousarray(pca.components_), **like)
