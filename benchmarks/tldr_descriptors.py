@@ -12,8 +12,8 @@ library's former default: ``encoder_init="random"``) and at PCA (the default,
 ``knn_acc``   10-NN accuracy, fitted embedding → held-out embedding (sets with labels).
 
 Descriptor sets (``--sets``): ``mnist`` (pixels/255, a random ``--mnist-train`` subset of the
-training images, the 10 000 test images held out); ``minilm`` (the token-embedding table of
-all-MiniLM-L6-v2, 30 522 × 384) and ``cifar`` (128-d backbone features of CIFAR-10 from a small
+training images, the 10 000 test images held out); ``minilm`` (``--minilm-rows`` random rows of
+the token-embedding table of all-MiniLM-L6-v2, 30 522 × 384) and ``cifar`` (128-d backbone features of CIFAR-10 from a small
 CNN trained briefly with twinlearn's t-SimCNE), both built first by
 ``benchmarks/tldr_descriptor_sets.py``.
 
@@ -64,9 +64,11 @@ def load_set(name: str, args) -> tuple[np.ndarray, np.ndarray | None, np.ndarray
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: build it with benchmarks/tldr_descriptor_sets.py {name}")
     with np.load(path) as data:
-        if name == "minilm":
-            return data["x"], None, None, None
-        return data["x_train"], data["y_train"], data["x_test"], data["y_test"]
+        if name == "cifar":
+            return data["x_train"], data["y_train"], data["x_test"], data["y_test"]
+        table = data["x"]
+    keep = np.sort(np.random.default_rng(args.seed).choice(len(table), min(args.minilm_rows, len(table)), replace=False))
+    return table[keep], None, None, None
 
 
 def evaluate(transform, data, queries: int, seed: int) -> dict[str, float]:
@@ -128,6 +130,7 @@ def main(argv=None) -> None:
     p.add_argument("--default-epochs", type=int, default=5)
     p.add_argument("--fast-epochs", type=int, default=10)
     p.add_argument("--mnist-train", type=int, default=10_000)
+    p.add_argument("--minilm-rows", type=int, default=10_000, help="random rows of the token table")
     p.add_argument("--queries", type=int, default=2_000, help="recall@10 query sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
