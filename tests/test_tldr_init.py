@@ -8,6 +8,7 @@ from sklearn.decomposition import PCA
 
 from twinlearn import TLDR
 from twinlearn.encoders.initialization import init_linear_encoder
+from twinlearn.metrics import knn_recall
 
 # one epoch at a learning rate too small to move the weights: the fit returns its start
 FROZEN = dict(projector="mlp-1-64", n_epochs=1, batch_size=64, learning_rate=1e-12, random_state=0)
@@ -80,3 +81,14 @@ def test_pca_init_needs_a_linear_encoder(stretched):
     # "auto" leaves a non-linear encoder at its random start, as before
     mlp = TLDR(encoder="mlp-1-32", n_components=3, **FROZEN).fit(stretched).transform(stretched)
     assert np.isfinite(mlp).all()
+
+
+@pytest.mark.slow  # two 5-epoch fits on 3 000 digits: ~15 s idle, minutes on a loaded machine
+def test_pca_start_keeps_more_true_neighbours_than_pca_and_the_random_start(mnist_small):
+    x_train = mnist_small[0]
+    fast = dict(n_components=16, projector="mlp-1-512", n_neighbors=20, learning_rate=1.6, n_epochs=5,
+                batch_size=512, random_state=0)
+    pca = knn_recall(x_train, PCA(16).fit_transform(x_train), sample_size=1000)
+    new = knn_recall(x_train, TLDR(**fast).fit_transform(x_train), sample_size=1000)
+    old = knn_recall(x_train, TLDR(encoder_init="random", **fast).fit_transform(x_train), sample_size=1000)
+    assert new > pca and new > old, (new, pca, old)
