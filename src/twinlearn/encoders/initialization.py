@@ -1,5 +1,6 @@
 """Initial coordinates of a non-parametric embedding (openTSNE's ``initialization`` module):
-PCA (the default), a spectral embedding of the neighbour graph (UMAP's default), or random."""
+PCA (the default), a spectral embedding of the neighbour graph (UMAP's default), or random;
+and the PCA initialisation of a linear encoder (TLDR's default, :func:`init_linear_encoder`)."""
 
 from __future__ import annotations
 
@@ -16,26 +17,37 @@ INITS = ("pca", "spectral", "random")
 RANDOM_STD = 1e-4
 
 
-def pca_init(X: np.ndarray | torch.Tensor, n_components: int, seed: int) -> np.ndarray:
-    """PCA scores scaled so the first component has standard deviation 1 (CNE's default
-    initialisation; later components keep their relative scale)."""
+#: rows a linear encoder's PCA initialisation is fitted on (a random sample of larger data):
+#: the leading axes of 50 000 rows are those of the whole set for any practical purpose
+PCA_INIT_ROWS = 50_000
+
+
+def _pca(X: np.ndarray | torch.Tensor | scipy.sparse.spmatrix, k: int, seed: int):
+    """An unfitted scikit-learn PCA of ``k <= min(X.shape)`` components with the solver that
+    suits ``X``, and ``X`` as float32 (NumPy or sparse) to fit it on."""
     from sklearn.decomposition import PCA
 
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
-    k = min(n_components, X.shape[0], X.shape[1])
     solver = "randomized" if min(X.shape) > 4 * k else "full"
     if scipy.sparse.issparse(X):  # sklearn's PCA centres sparse data implicitly with ARPACK
         solver = "arpack" if k < min(X.shape) else "covariance_eigh"
+    X = X.astype(np.float32) if scipy.sparse.issparse(X) else np.asarray(X, dtype=np.float32)
+    return PCA(k, svd_solver=solver, random_state=seed % 2**32), X
+
+
+def pca_init(X: np.ndarray | torch.Tensor, n_components: int, seed: int) -> np.ndarray:
+    """PCA scores scaled so the first component has standard deviation 1 (CNE's default
+    initialisation; later components keep their relative scale)."""
+    k = min(n_components, X.shape[0], X.shape[1])
     # data without variance (all rows equal) is valid: its scores are 0, and sklearn's
     # explained-variance ratio 0/0 would only warn about an attribute not used here
     with np.errstate(invalid="ignore", divide="ignore"):
         if is_out_of_core(X):  # a file on disk (memmap, HDF5, zarr) is never read whole
             scores = pca_scores_by_blocks(X, k)
         else:
-            scores = PCA(k, svd_solver=solver, random_state=seed % 2**32).fit_transform(
-                X.astype(np.float32) if scipy.sparse.issparse(X) else np.asarray(X, dtype=np.float32)
-            )
+            pca, X_in = _pca(X, k, seed)
+            scores = pca.fit_transform(X_in)
     std = scores[:, 0].std()
     scores = scores / (std if std > 0 else 1.0)
     if k < n_components:
@@ -90,3 +102,31 @@ def initial_coordinates(
     if kind == "spectral":
         return spectral_init(graph, n_components, seed)
     return random_init(X.shape[0], n_components, seed)
+
+
+def init_linear_encoder(
+    layer: torch.nn.Linear, X: np.ndarray | torch.Tensor | scipy.sparse.spmatrix, seed: int,
+    max_rows: int = PCA_INIT_ROWS,
+) -> None:
+    """Set a linear encoder ``y = W x + b`` to PCA: the rows of ``W`` are the leading principal
+    axes of ``X`` (unit length, by decreasing variance) and ``b = −W·mean``, so that before any
+    training ``y`` is exactly PCA's ``transform``. The axes are fitted on at most ``max_rows``
+    random rows. Output units beyond the data's rank keep their random initialisation.
+    """
+    n, n_features = X.shape
+    if layer.in_features != n_features:
+        raise ValueError(f"the encoder takes {layer.in_features} features but X has {n_features}")
+    if n > max_rows:  # sorted: a memory map is read front to back
+        X = X[np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))]
+    pca, X = _pca(X, min(layer.out_features, X.shape[0], n_features), seed)
+    with np.errstate(invalid="ignore", divide="ignore"):  # as in pca_init: constant data is valid
+        pca.fit(X)
+    k = pca.components_.shape[0]
+    # ARPACK (sparse input) returns its axes as a reversed view, which torch cannot wrap
+    like = {"dtype": layer.weight.dtype, "device": layer.weight.device}
+    axes = torch.tensor(np.ascontiguousarray(pca.components_), **like)
+    mean = torch.tensor(np.ascontiguousarray(pca.mean_).ravel(), **like)
+    with torch.no_grad():
+        layer.weight[:k] = axes
+        if layer.bias is not None:
+            layer.bias[:k] = -(axes @ mean)

@@ -11,15 +11,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 from sklearn.utils.validation import check_is_fitted
 
 from twinlearn._checks import check_choice, check_int
-from twinlearn._device import fork_torch_rng, make_generator
+from twinlearn._device import make_generator
 from twinlearn.data.arrays import ArrayLike
 from twinlearn.data.sparse import feature_store
-from twinlearn.encoders import build_encoder, build_projector, check_projector_spec, parse_spec
-from twinlearn.encoders.matryoshka import NestedHeads, check_nesting_dims
+from twinlearn.encoders import check_projector_spec, parse_spec
+from twinlearn.encoders.matryoshka import check_nesting_dims
 from twinlearn.estimators._base import (
     TwinlearnEstimator,
     build_on_meta,
@@ -46,8 +45,10 @@ from twinlearn.estimators._params import (
     none_or,
 )
 from twinlearn.estimators._tldr_knn import TLDRKNN
+from twinlearn.estimators._tldr_model import (
+    ENCODER_INITS, build_loss, build_modules, check_encoder_init, initialise_encoder,
+)
 from twinlearn.io import split_prefix
-from twinlearn.losses import BarlowTwinsLoss, MatryoshkaLoss
 from twinlearn.neighbors import KNN_METHODS
 from twinlearn.neighbors.index import KNN_METRICS
 from twinlearn.neighbors.supervised import check_labels
@@ -119,6 +120,10 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         Metric of the input kNN graph (the original: inner product). Own graph: ``knn_graph=``.
     target_weight : float in [0, 1], default=0.5
         With labels (``fit(X, y)``): probability that a labelled anchor's positive shares its label.
+    encoder_init : {"auto", "pca", "random"}, default="auto"
+        ``"pca"``: a ``"linear"`` encoder starts as PCA (weights: the leading principal axes;
+        see :func:`~twinlearn.encoders.initialization.init_linear_encoder`); ``"random"``:
+        PyTorch's initialisation (the original's); ``"auto"``: PCA for a linear encoder.
 
     Attributes
     ----------
@@ -132,11 +137,11 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
 
     Notes
     -----
-    The defaults are the original's. The fast setting measured on MNIST (benchmarks/RESULTS.md,
-    examples/tldr_mnist.py) is ``projector="mlp-1-512", precision="bf16", learning_rate=1.6,
-    n_neighbors=20``, with ``n_epochs=5`` for an ``"mlp-1-512"`` encoder (20 from
-    ``n_components=32`` on) or 20–50 for the linear one: about 25× less work per sample than
-    ``mlp-2-2048``, and above PCA's 10-NN accuracy on MNIST.
+    The defaults are the original's but for ``encoder_init``: from a random start the linear
+    encoder kept fewer true neighbours than PCA (benchmarks/tldr_descriptors.py). The fast
+    setting measured on MNIST (benchmarks/RESULTS.md) is ``projector="mlp-1-512",
+    precision="bf16", learning_rate=1.6, n_neighbors=20``, with ``n_epochs=5`` for an
+    ``"mlp-1-512"`` encoder (20 from ``n_components=32`` on) or 20–50 for the linear one.
 
     References
     ----------
@@ -156,6 +161,7 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         norm_layer: str = "BN", weight_decay: float = 1e-6, precision: str = "fp32",
         nesting_dims: list[int] | None = None, knn_metric: str | None = None,
         target_weight: float = 0.5, knn_memory_budget: int | str | None = None,
+        encoder_init: str = "auto",
     ) -> None:
         self._store_init_args(locals())
 
@@ -184,30 +190,16 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         "weight_decay": Real(0.0, strict=False),
         "precision": PRECISION,
         "nesting_dims": NESTING_DIMS,
+        "encoder_init": Options(ENCODER_INITS),
     }
 
     def _check_param_relations(self) -> None:
         if self.nesting_dims is not None:
             check_nesting_dims(self.nesting_dims, self.n_components)
+        check_encoder_init(self.encoder_init, self.encoder)
         self._knn_metric()
 
     # --- model -------------------------------------------------------------------------------
-    def _build_modules(self, n_features: int, seed: int) -> tuple[nn.Module, nn.Module]:
-        with fork_torch_rng(seed):
-            encoder = build_encoder(self.encoder, n_features, self.n_components, self.norm_layer)
-            if self.nesting_dims is None:
-                projector = build_projector(self.projector, self.n_components, self.norm_layer)
-            else:
-                projector = NestedHeads(
-                    lambda m: build_projector(self.projector, m, self.norm_layer),
-                    self.nesting_dims, shared=False,
-                )
-        return encoder, projector
-
-    def _build_loss(self) -> nn.Module:
-        loss = BarlowTwinsLoss(self.lambd, self.scale_loss)
-        return loss if self.nesting_dims is None else MatryoshkaLoss(loss, self.nesting_dims)
-
     def fit(
         self,
         X: ArrayLike,
@@ -263,9 +255,10 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         batch = min(batch, X.shape[0])  # small data trains in one batch per epoch
         seed, device = distributed.agreed_seed(X, self._seed()), self._device()  # before any work
         knn = self._resolve_knn(X, knn_graph, k, device, seed)
-        encoder, projector = self._build_modules(X.shape[1], seed)
+        encoder, projector = build_modules(self, X.shape[1], seed)
+        initialise_encoder(self, encoder, X, seed)
         store = feature_store(X, device, force_on_device=self.pin_memory, precision=self.precision)
-        objective = TwinObjective(encoder, projector, self._build_loss(), store).to(device)
+        objective = TwinObjective(encoder, projector, build_loss(self), store).to(device)
         generator = make_generator(seed + 1, device)
         pairs = (KNNPairSource(knn, batch, device, generator) if codes is None else LabelAwarePairSource(
             knn, batch, device, generator, codes=codes, target_weight=self.target_weight))
@@ -341,7 +334,7 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
     def _restore(self, tensors: dict[str, torch.Tensor], fitted: dict[str, Any], path: str | os.PathLike) -> dict:
         n_features = check_int(fitted["n_features_in_"], "n_features_in_")
         has_projector = check_choice(fitted["has_projector"], "has_projector", (True, False))
-        encoder, projector = build_on_meta(lambda: self._build_modules(n_features, 0))
+        encoder, projector = build_on_meta(lambda: build_modules(self, n_features, 0))
         load_state_strict(encoder, split_prefix(tensors, "encoder"), path)
         if has_projector:
             load_state_strict(projector, split_prefix(tensors, "projector"), path)
