@@ -54,3 +54,9 @@ def test_fit_uses_the_size_defaults_and_the_old_ones_when_given():
     assert auto["steps"] > 1
     old = _first_epoch_settings(CNE(n_epochs=200, batch_size=32768, random_state=0), X)
     assert old == {"n_epochs": 200, "batch": 32768, "steps": 1}
+
+
+def test_the_network_keeps_the_fixed_defaults():
+    X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    seen = _first_epoch_settings(CNE(parametric=True, random_state=0), X)
+    assert seen["n_epochs"] == 200 and seen["batch"] == 32768

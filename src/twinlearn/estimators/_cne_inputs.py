@@ -60,10 +60,15 @@ class CNEInputs:
         return self._alias(self.n_neighbors, self.k, "n_neighbors", "k", 15)
 
     def _epochs(self, n_samples: int) -> int:
-        return self.n_epochs if self.n_epochs is not None else default_epochs(n_samples)
+        if self.n_epochs is not None:
+            return self.n_epochs
+        # a network is not a table: the by-size rule was measured for the table only
+        return LARGE_DATA_EPOCHS if self.parametric else default_epochs(n_samples)
 
     def _batch(self, n_edges: int, weights: np.ndarray | None) -> int:
-        return self.batch_size if self.batch_size is not None else default_batch_size(edges_per_epoch(n_edges, weights))
+        if self.batch_size is not None:
+            return self.batch_size
+        return MAX_AUTO_BATCH if self.parametric else default_batch_size(edges_per_epoch(n_edges, weights))
 
     def _validate_cne_data(self, X: object) -> ArrayLike:
         if self.knn_metric != "precomputed":

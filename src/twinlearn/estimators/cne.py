@@ -93,12 +93,14 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         at most ``n_samples - 1`` (smaller data uses all other points, with a warning).
     negative_samples : int or "full", default=5
     n_epochs : int, optional
-        Passes over every directed edge of the graph. Default (None): 500 up to 10 000 points,
-        200 above, as umap-learn (``n_epochs=200``: the fixed default before).
+        Passes over every directed edge of the graph. Default (None): for the table 500 up to
+        10 000 points, 200 above, as umap-learn; 200 for the network (``n_epochs=200``: the
+        fixed default before).
     batch_size : int, optional
-        Edges per step. Default (None): about 16 steps per epoch, the power of two nearest
-        ``edges per epoch / 16`` in [1024, 32768] (32 768 on MNIST-70k; ``batch_size=32768``:
-        the fixed default before, one step per epoch below ~10 000 points).
+        Edges per step. Default (None): for the table about 16 steps per epoch, the power of
+        two nearest ``edges per epoch / 16`` in [1024, 32768] (32 768 on MNIST-70k); 32 768 for
+        the network (``batch_size=32768``: the fixed default before, one step per epoch
+        below ~10 000 points). Small maps gain from both, see benchmarks/RESULTS.md.
     learning_rate : float, optional
         Default 1.0 (non-parametric, SGD) or 1e-3 (parametric), the original's defaults.
     optimizer : {"sgd", "adam"}, optional
