@@ -94,10 +94,15 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         Neighbours per point of the kNN graph before union symmetrisation (``k`` accepted too);
         at most ``n_samples - 1`` (smaller data uses all other points, with a warning).
     negative_samples : int or "full", default=5
-    n_epochs : int, default=200
-        Passes over every directed edge of the graph.
-    batch_size : int, default=32768
-        Edges per step.
+    n_epochs : int, optional
+        Passes over every directed edge of the graph. Default (None): for the table 500 up to
+        10 000 points, 200 above, as umap-learn; 200 for the network (``n_epochs=200``: the
+        fixed default before).
+    batch_size : int, optional
+        Edges per step. Default (None): for the table about 16 steps per epoch, the power of
+        two nearest ``edges per epoch / 16`` in [1024, 32768] (32 768 on MNIST-70k); 32 768 for
+        the network (``batch_size=32768``: the fixed default before, one step per epoch
+        below ~10 000 points). Small maps gain from both, see benchmarks/RESULTS.md.
     learning_rate : float, optional
         Default 1.0 (non-parametric, SGD) or 1e-3 (parametric), the original's defaults.
     optimizer : {"sgd", "adam"}, optional
@@ -194,7 +199,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     def __init__(
         self, loss_mode: str = "infonce", metric: str = "euclidean", parametric: bool = False,
         n_components: int = 2, n_neighbors: int = 15, negative_samples: int | str = 5,
-        n_epochs: int = 200, batch_size: int = 32768, learning_rate: float | None = None,
+        n_epochs: int | None = None, batch_size: int | None = None, learning_rate: float | None = None,
         optimizer: str | None = None, s: float | None = None, Z_bar: float | None = None,
         neg_spec: float | None = None, ince_spec: float | None = None,
         early_exaggeration: bool = True, temperature: float = 0.5, eps: float = 1.0,
@@ -214,7 +219,8 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         "parametric": BOOLEAN,
         "n_components": Integer(1, MAX_WIDTH),
         "n_neighbors": Integer(1, MAX_NEIGHBORS),
-        "batch_size": Integer(2, MAX_BATCH),
+        "n_epochs": none_or(Integer(1, MAX_EPOCHS)),
+        "batch_size": none_or(Integer(2, MAX_BATCH)),
         "learning_rate": none_or(CONTRASTIVE_CONSTRAINTS["learning_rate"]),
         "optimizer": none_or(CONTRASTIVE_CONSTRAINTS["optimizer"]),
         "knn_method": Options(KNN_METHODS),
@@ -327,13 +333,13 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         self.timings_ = {"knn": time.perf_counter() - clock}
         clock = time.perf_counter()
         model, store = self._model(X, init, seed, device)
-        pairs = EdgePairSource(heads, tails, self.batch_size, device, make_generator(seed + 1, device),
+        pairs = EdgePairSource(heads, tails, self._batch(len(heads), weights), device, make_generator(seed + 1, device),
                                weights=weights)
         snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X), self.save_freq) if self.save_freq else None
         self.timings_["init"] = time.perf_counter() - clock
-        run = contrastive_run(self._recipe(), model, pairs, n=X.shape[0], store=store,
-                              callbacks=[*([snapshots] if snapshots else []), *callbacks], verbose=self.verbose,
-                              data_parallel=True)
+        run = contrastive_run(self._recipe(n_epochs=self._epochs(X.shape[0])), model, pairs, n=X.shape[0],
+                              store=store, callbacks=[*([snapshots] if snapshots else []), *callbacks],
+                              verbose=self.verbose, data_parallel=True)
 
         def keep(trainer: Any) -> None:
             self.timings_["optimisation"] = sum(trainer.epoch_seconds)

@@ -1,0 +1,62 @@
+"""CNE's defaults that follow the data's size: epochs (umap-learn's rule) and the batch (about
+16 steps per epoch); the old fixed values stay reachable by passing them."""
+
+import numpy as np
+import pytest
+
+from twinlearn import CNE
+from twinlearn.estimators._cne_inputs import default_batch_size, default_epochs, edges_per_epoch
+
+
+class _Stop(Exception):
+    pass
+
+
+def _first_epoch_settings(model: CNE, X: np.ndarray) -> dict:
+    """The epochs and batch a fit chose, read after its first epoch (the fit stops there)."""
+    seen = {}
+
+    def spy(trainer, epoch, loss):
+        seen.update(n_epochs=trainer.n_epochs, batch=trainer.pair_source.batch_size,
+                    steps=len(trainer.pair_source))
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        model.fit(X, callbacks=[spy])
+    return seen
+
+
+def test_epochs_follow_umap_learns_rule():
+    assert default_epochs(5_000) == default_epochs(10_000) == 500
+    assert default_epochs(10_001) == default_epochs(70_000) == 200
+
+
+def test_batch_gives_about_sixteen_steps_per_epoch():
+    # MNIST-70k draws ~470 000 edges per epoch: the old fixed 32 768 stays its default
+    assert default_batch_size(470_000) == 32768
+    assert default_batch_size(33_000) == 2048
+    assert default_batch_size(10) == 1024 and default_batch_size(1e9) == 32768
+    for edges in (20_000, 60_000, 150_000):
+        assert 8 <= edges / default_batch_size(edges) <= 32
+
+
+def test_edges_per_epoch_of_weighted_and_binary_graphs():
+    assert edges_per_epoch(6, None) == 6.0
+    assert edges_per_epoch(3, np.array([0.5, 1.0, 0.25])) == pytest.approx(1.75)
+
+
+def test_fit_uses_the_size_defaults_and_the_old_ones_when_given():
+    X = np.random.default_rng(0).normal(size=(600, 5)).astype(np.float32)
+    auto = _first_epoch_settings(CNE(random_state=0), X)
+    graph = CNE(n_epochs=1, random_state=0).fit(X).neighbor_graph_
+    assert auto["n_epochs"] == 500
+    assert auto["batch"] == default_batch_size(graph.data.sum() / graph.data.max())
+    assert auto["steps"] > 1
+    old = _first_epoch_settings(CNE(n_epochs=200, batch_size=32768, random_state=0), X)
+    assert old == {"n_epochs": 200, "batch": 32768, "steps": 1}
+
+
+def test_the_network_keeps_the_fixed_defaults():
+    X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    seen = _first_epoch_settings(CNE(parametric=True, random_state=0), X)
+    assert seen["n_epochs"] == 200 and seen["batch"] == 32768
