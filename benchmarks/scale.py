@@ -160,7 +160,8 @@ def worker(method: str, data: str, n: int, result: str) -> None:
 
 # --- driver ---------------------------------------------------------------------------------------
 def _real_rows(name: str) -> tuple[Path, np.ndarray]:
-    """Float32 ``.npy`` (pixels / 255) and labels of all of MNIST or CIFAR-10, cached."""
+    """Float32 ``.npy`` (pixels / 255) and labels of all of MNIST or CIFAR-10, cached, rows in a
+    fixed random order (the files are sorted by class, and a run of N uses the first N rows)."""
     target = OUT_DIR / f"{name}.f32.npy"
     label_path = OUT_DIR / f"{name}_labels.npy"
     if not target.exists():
@@ -173,9 +174,10 @@ def _real_rows(name: str) -> tuple[Path, np.ndarray]:
 
             x_train, y_train, x_test, y_test = load_cifar10()
             images, labels = np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
+        order = np.random.default_rng(0).permutation(len(labels))
         OUT_DIR.mkdir(parents=True, exist_ok=True)
-        np.save(label_path, np.asarray(labels, dtype=np.int64))
-        np.save(target, images.reshape(len(images), -1).astype(np.float32) / 255)
+        np.save(label_path, np.asarray(labels, dtype=np.int64)[order])
+        np.save(target, images[order].reshape(len(images), -1).astype(np.float32) / 255)
     return target, np.load(label_path)
 
 
