@@ -103,9 +103,8 @@ class TLDR(TwinlearnEstimator):
     norm_layer : {"BN", "LN"}, default="BN"
     weight_decay : float, default=1e-6
         LARS weight decay (matrices only).
-    precision : {"fp32", "bf16", "fp16"}, default="fp32"
-        Autocast dtype of the training forward pass; ``"bf16"`` roughly doubles CPU speed on
-        AVX-512-BF16 machines.
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        Training autocast; ``"auto"``: bf16 where native (AMX/AVX512-BF16 CPU, GPU), else fp32.
     nesting_dims : list of int, optional
         Train nested (Matryoshka Representation Learning, Kusupati et al., NeurIPS 2022): each
         prefix ``[:m]`` of the embedding gets its own projector and Barlow Twins loss, summed,
@@ -124,15 +123,17 @@ class TLDR(TwinlearnEstimator):
     knn_indices_ : ndarray of shape (n_samples, n_neighbors)
     loss_history_ : list of float
         Mean loss per epoch.
+    precision_ : {"fp32", "bf16", "fp16"}
+        The precision the model trained in (what ``"auto"`` resolved to).
     n_features_in_ : int
 
     Notes
     -----
-    The defaults are the original's. The fast setting measured on MNIST (benchmarks/RESULTS.md,
-    examples/tldr_mnist.py) is ``projector="mlp-1-512", precision="bf16", learning_rate=1.6,
-    n_neighbors=20``, with ``n_epochs=5`` for an ``"mlp-1-512"`` encoder (20 from
-    ``n_components=32`` on) or 20–50 for the linear one: about 25× less work per sample than
-    ``mlp-2-2048``, and above PCA's 10-NN accuracy on MNIST.
+    The defaults are the original's (its fp32 is ``precision="fp32"``). The fast setting measured
+    on MNIST (benchmarks/RESULTS.md, examples/tldr_mnist.py) is ``projector="mlp-1-512",
+    learning_rate=1.6, n_neighbors=20``, with ``n_epochs=5`` for an ``"mlp-1-512"`` encoder (20
+    from ``n_components=32`` on) or 20–50 for the linear one: about 25× less work per sample
+    than ``mlp-2-2048``, and above PCA's 10-NN accuracy on MNIST.
 
     References
     ----------
@@ -149,7 +150,7 @@ class TLDR(TwinlearnEstimator):
         knn_approximation: str | None = None, knn_method: str = "exact", metric: str | None = None,
         verbose: int = 0, n_epochs: int = 100, batch_size: int = 1024, learning_rate: float = 0.2,
         warmup_epochs: int = 10, lambd: float = 3.9e-3, scale_loss: float = 1 / 32,
-        norm_layer: str = "BN", weight_decay: float = 1e-6, precision: str = "fp32",
+        norm_layer: str = "BN", weight_decay: float = 1e-6, precision: str = "auto",
         nesting_dims: list[int] | None = None, knn_metric: str | None = None,
         target_weight: float = 0.5,
     ) -> None:
@@ -191,9 +192,6 @@ class TLDR(TwinlearnEstimator):
         alias = None if self.metric == self.knn_metric else self.metric
         return one_of(self.knn_metric, alias, "knn_metric", "metric") or "euclidean"
 
-    def _knn_backend(self) -> str:
-        return f"ivfpq-{self.knn_approximation}" if self.knn_approximation else self.knn_method
-
     # --- kNN ---------------------------------------------------------------------------------
     def compute_knn(self, X: ArrayLike) -> "TLDR":
         """Compute and keep the kNN graph of ``X`` for the next ``fit`` on the same data."""
@@ -206,7 +204,8 @@ class TLDR(TwinlearnEstimator):
 
     def _search_knn(self, X: ArrayLike, k: int, device: torch.device, seed: int) -> torch.Tensor:
         """The kNN graph of ``X`` as int64 indices on ``device`` (where an exact search left it)."""
-        index = KNNIndex(self._knn_backend(), self._knn_metric(), device, seed, bool(self.verbose)).build(X)
+        backend = f"ivfpq-{self.knn_approximation}" if self.knn_approximation else self.knn_method
+        index = KNNIndex(backend, self._knn_metric(), device, seed, bool(self.verbose)).build(X)
         return index.query_self(k, on_device=True)[0]
 
     def get_knn(self) -> np.ndarray:
@@ -309,10 +308,10 @@ class TLDR(TwinlearnEstimator):
         codes = check_labels(y, X.shape[0])
         k = self._neighbors_for(self.n_neighbors, X.shape[0])
         batch = min(batch, X.shape[0])  # small data trains in one batch per epoch
-        device, seed = self._device(), self._seed()
+        device, seed, precision = self._device(), self._seed(), self._precision()
         knn = self._resolve_knn(X, knn_graph, k, device, seed)
         encoder, projector = self._build_modules(X.shape[1], seed)
-        store = feature_store(X, device, force_on_device=self.pin_memory, precision=self.precision)
+        store = feature_store(X, device, force_on_device=self.pin_memory, precision=precision)
         objective = TwinObjective(encoder, projector, self._build_loss(), store).to(device)
         generator = make_generator(seed + 1, device)
         pairs = (KNNPairSource(knn, batch, device, generator) if codes is None else LabelAwarePairSource(
@@ -321,7 +320,7 @@ class TLDR(TwinlearnEstimator):
                          weight_decay=self.weight_decay)
         warmup_steps = int(min(self.warmup_epochs, n_epochs / 10) * len(pairs))
         trainer = Trainer(objective, pairs, optimizer, warmup_cosine(n_epochs * len(pairs), warmup_steps),
-                          n_epochs, precision=self.precision, verbose=self.verbose, print_every=print_every)
+                          n_epochs, precision=precision, verbose=self.verbose, print_every=print_every)
 
         def keep(trainer: Trainer) -> None:
             self.knn_indices_ = knn.cpu().numpy()
