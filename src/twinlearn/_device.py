@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
 DeviceLike = str | torch.device
+#: /proc/cpuinfo flags of x86 units that compute bf16 matrix products natively
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
 def resolve_device(device: DeviceLike | None) -> torch.device:
@@ -88,3 +92,49 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@functools.cache
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags as the kernel lists them (empty where there is no such file)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(word for line in text.splitlines() if line.startswith("flags")
+                     for word in line.partition(":")[2].split())
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matrix products natively (AMX or AVX512-BF16).
+
+    Without a flags file (not Linux), torch's own CPU probes decide (its dispatch level,
+    ``get_cpu_capability()``, names no bf16 level). AVX-512 alone is not enough: oneDNN takes
+    bf16 there but emulates it, no faster than fp32.
+    """
+    flags = cpu_flags()
+    if flags:
+        return bool(flags & NATIVE_BF16_FLAGS)
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 autocast natively (a CUDA GPU of compute capability 8.0 or
+    later, e.g. A100/H100; a CPU with AMX or AVX512-BF16), not through emulation."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and cpu_has_fast_bf16()
+
+
+def resolve_precision(precision: str, device: torch.device, method_supports_bf16: bool) -> str:
+    """``precision``, with ``"auto"`` made ``"bf16"`` or ``"fp32"``.
+
+    ``"auto"`` trains in bf16 autocast only where ``device`` runs it natively and the method's
+    quality was measured to hold in bf16 (``method_supports_bf16``; the figures are in
+    benchmarks/RESULTS.md); fp32 everywhere else. Other values are returned unchanged.
+    """
+    if precision != "auto":
+        return precision
+    return "bf16" if method_supports_bf16 and has_native_bf16(device) else "fp32"

@@ -19,14 +19,14 @@ from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
 from twinlearn import io
 from twinlearn._checks import check_choice, check_int
-from twinlearn._device import resolve_device, seed_from
+from twinlearn._device import resolve_device, resolve_precision, seed_from
 from twinlearn.data.arrays import ArrayLike, iter_row_chunks
 from twinlearn.data.sparse import dense_block, validate_input
 from twinlearn.encoders.inference import run_in_chunks
 from twinlearn.estimators._params import Constraint, validate_params
 from twinlearn.training import distributed
 from twinlearn.training.run_folder import data_fingerprint, folder_lock, settings_fingerprint
-from twinlearn.training.trainer import Trainer, TrainingDiverged
+from twinlearn.training.trainer import PRECISIONS, Trainer, TrainingDiverged
 
 logger = logging.getLogger("twinlearn")
 
@@ -96,6 +96,15 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _seed(self) -> int:
         return seed_from(self.random_state)
 
+    #: whether ``precision="auto"`` may train this method in bf16 (on hardware that runs it
+    #: natively): set only where bf16 was measured to keep fp32's quality (benchmarks/RESULTS.md)
+    _auto_bf16 = False
+
+    def _precision(self, device: torch.device | None = None) -> str:
+        """``precision`` with ``"auto"`` resolved for this method on ``device`` (by default
+        this estimator's)."""
+        return resolve_precision(self.precision, device or self._device(), self._auto_bf16)
+
     # --- parameters --------------------------------------------------------------------------
     def _validate_params(self) -> None:
         """Check every parameter against its declared constraint, then their relations; before
@@ -155,6 +164,7 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             trainer.fit()
             self.loss_history_ = list(trainer.loss_history)
             self.n_epochs_trained_ = trainer.epoch
+            self.precision_ = trainer.precision
             keep(trainer)
             self._check_output(X)
             if output_folder is not None and distributed.is_main_process():
@@ -228,6 +238,7 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             "class": type(self).__name__,
             "params": json_safe_params(self.get_params(deep=False)),
             "fitted": fitted,
+            "precision": getattr(self, "precision_", None),  # what "auto" resolved to, for the record
         }
         io.save_tensors(path, tensors, meta)
 
@@ -296,6 +307,8 @@ class TwinlearnEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             architecture = {k: getattr(self, k) for k in self._architecture}
             self._take_or_match_params(self._params_from_file(meta["params"]), path, init, architecture)
             state = self._restore(tensors, meta["fitted"], path)
+            # the precision the model trained in (a file from before it was recorded: None)
+            state["precision_"] = check_choice(meta.get("precision"), "precision", (*PRECISIONS, None))
         for name in self._optional_fitted:
             if name not in state and hasattr(self, name):
                 delattr(self, name)

@@ -190,7 +190,7 @@ def _check_int_list(value: object, name: str) -> None:
 SEED = Check(_check_seed, "None, an int in [0, 2**63) or a numpy Generator")
 DEVICE = Check(_check_device, "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device")
 NESTING_DIMS = none_or(Check(_check_int_list, "a strictly increasing list of ints"))
-PRECISION = Options(("fp32", "bf16", "fp16"))
+PRECISION = Options(("auto", "fp32", "bf16", "fp16"))
 VERBOSE = AnyOf((BOOLEAN, Integer(0)))
 MEMORY_BUDGET = Check(parse_memory_budget, "None, a number of bytes or a string such as '4GB'")
 MODULE = Instance((torch.nn.Module,), "a torch.nn.Module")

@@ -154,8 +154,8 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         Matryoshka: the loss is summed over these prefixes of the embedding, e.g.
         ``CNE(parametric=True, n_components=16, nesting_dims=[2, 4, 8, 16])``; then
         ``transform(X, n_components=2)`` is a 2-D embedding of its own.
-    precision : {"fp32", "bf16", "fp16"}, default="fp32"
-        Autocast for the parametric network (``"bf16"`` is ~2× faster on AVX-512-BF16 CPUs).
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        Autocast of the network; ``"auto"``: bf16 where native (AMX/AVX512-BF16, GPU), else fp32.
     transform_epochs : int, default=50
         Optimisation epochs that place new points in a non-parametric ``transform``.
     save_freq : int, default=0
@@ -185,6 +185,8 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         training epochs (``"optimisation"``).
     n_epochs_trained_ : int
         Epochs trained, those of a resumed run included.
+    precision_ : {"fp32", "bf16", "fp16"}
+        The precision the map trained in (what ``"auto"`` resolved to).
     n_features_in_ : int
 
     Examples
@@ -206,7 +208,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         momentum: float = 0.0, weight_decay: float = 0.0, anneal_lr: str | bool = "linear",
         lr_min_factor: float = 0.0, warmup_epochs: int = 0, clip_grad: float | None = 4.0,
         loss_aggregation: str = "sum", knn_method: str = "auto", edge_weights: str = "fuzzy",
-        nesting_dims: list[int] | None = None, precision: str = "fp32", transform_epochs: int = 50,
+        nesting_dims: list[int] | None = None, precision: str = "auto", transform_epochs: int = 50,
         save_freq: int = 0, device: str | torch.device = "cpu",
         random_state: int | np.random.Generator | None = None, verbose: int = 0,
         embd_dim: int | None = None, k: int | None = None, knn_metric: str = "euclidean",
@@ -254,8 +256,8 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         defaults = {"learning_rate": 1e-3 if self.parametric else 1.0,
                     "optimizer": "adam" if self.parametric else "sgd"}
         resolved = {k: v if getattr(self, k) is None else getattr(self, k) for k, v in defaults.items()}
+        resolved["precision"] = self._precision()
         return ContrastiveRecipe.from_params(self.get_params(deep=False), **{**resolved, **overrides})
-
     # --- fit ---------------------------------------------------------------------------------
     def _check_init(self, init: object, n: int) -> np.ndarray | str:
         if self.parametric and not isinstance(init, str):
@@ -359,7 +361,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         if self.parametric:
             with fork_torch_rng(seed):
                 model: nn.Module = cne_network(X.shape[1], self._dim())
-            return model.to(device), feature_store(X, device, precision=self.precision)
+            return model.to(device), feature_store(X, device, precision=self._precision())
         if isinstance(init, str):
             init = "spectral" if init == "pca" and self.knn_metric == "precomputed" else init
             init = initial_coordinates(init, X, self.neighbor_graph_, self._dim(), seed)

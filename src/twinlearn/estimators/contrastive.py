@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from sklearn.exceptions import NotFittedError
 
-from twinlearn._device import make_generator, resolve_device, seed_from
+from twinlearn._device import make_generator, resolve_device, resolve_precision, seed_from
 from twinlearn.data.arrays import ArrayLike, FeatureStore, iter_row_chunks
 from twinlearn.encoders.inference import run_in_chunks
 from twinlearn.encoders.table import EmbeddingTable
@@ -126,6 +126,9 @@ neg_spec, ince_spec, early_exaggeration, loss_aggregation, clip_grad, nesting_di
     loss_history_ : list of float
     embedding_ : ndarray or None
         The table after fitting when ``model`` is an ``EmbeddingTable``.
+    precision_ : {"fp32", "bf16", "fp16"}
+        The precision the model trained in: ``"auto"`` is bf16 where native for a network (as
+        for a parametric CNE), fp32 for a table.
     """
 
     _parameter_constraints = {**CONTRASTIVE_CONSTRAINTS, "model": MODULE, "Z": Real(0.0, 1e30),
@@ -139,7 +142,7 @@ neg_spec, ince_spec, early_exaggeration, loss_aggregation, clip_grad, nesting_di
                  Z_bar: float | None = None, neg_spec: float | None = None,
                  ince_spec: float | None = None, early_exaggeration: bool = True,
                  loss_aggregation: str = "sum", clip_grad: float | None = 4.0,
-                 nesting_dims: Sequence[int] | None = None, precision: str = "fp32",
+                 nesting_dims: Sequence[int] | None = None, precision: str = "auto",
                  device: str | torch.device = "cpu", random_state: int | np.random.Generator | None = None,
                  callbacks: Sequence[Any] = (), verbose: int = 0) -> None:
         self.params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -171,12 +174,14 @@ neg_spec, ince_spec, early_exaggeration, loss_aggregation, clip_grad, nesting_di
         if n is None:
             n = self.model.weight.shape[0] if isinstance(self.model, EmbeddingTable) else getattr(store, "n_samples", None)
         self.model.to(device)
-        run = contrastive_run(ContrastiveRecipe.from_params(self.params), self.model, source, n=n,
-                              store=store, callbacks=self.params["callbacks"], verbose=self.params["verbose"])
+        table = isinstance(self.model, EmbeddingTable)
+        precision = resolve_precision(self.params["precision"], device, method_supports_bf16=False)
+        run = contrastive_run(ContrastiveRecipe.from_params(self.params, precision=precision), self.model,
+                              source, n=n, store=store, callbacks=self.params["callbacks"],
+                              verbose=self.params["verbose"])
         run.trainer.fit()
         self.trainer_, self.loss_, self.spectrum_ = run.trainer, run.loss, run.spectrum
-        self.loss_history_ = run.trainer.loss_history
-        table = isinstance(self.model, EmbeddingTable)
+        self.loss_history_, self.precision_ = run.trainer.loss_history, run.trainer.precision
         self.embedding_ = self.model.weight.detach().cpu().numpy().copy() if table else None
         return self
 

@@ -108,8 +108,9 @@ class ReLIC(TwinlearnEstimator):
     update_gamma_every_n_steps : int, default=1
     image_size : int or None, default=None
         Resize images to this side (needed when they differ in size).
-    precision : {"fp32", "bf16", "fp16"}, default="fp32"
-        Autocast dtype of the training forward pass (``"fp16"`` with loss scaling on CUDA).
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        Autocast dtype of the training forward pass (``"fp16"`` with loss scaling on CUDA);
+        ``"auto"``: bf16 where native (AMX/AVX512-BF16 CPU, GPU), else fp32.
     channels_last : bool, default=False
         Channels-last tensors (faster convolutions on CPUs).
     device : str or torch.device, default="cpu"
@@ -129,6 +130,8 @@ class ReLIC(TwinlearnEstimator):
     loss_history_ : list of float
     epoch_seconds_ : list of float
         Wall-clock seconds of each epoch trained in the last ``fit``.
+    precision_ : {"fp32", "bf16", "fp16"}
+        The precision the networks trained in (what ``"auto"`` resolved to).
     """
 
     def __init__(
@@ -139,7 +142,7 @@ class ReLIC(TwinlearnEstimator):
         shared_head: bool = True, gamma: float = 0.995, alpha: float = 1.0,
         max_inverse_temperature: float = 5.0, update_gamma_after_step: int = 1,
         update_gamma_every_n_steps: int = 1, image_size: int | None = None,
-        precision: str = "fp32", channels_last: bool = False, device: str | torch.device = "cpu",
+        precision: str = "auto", channels_last: bool = False, device: str | torch.device = "cpu",
         random_state: int | np.random.Generator | None = None, verbose: int = 0,
     ) -> None:
         self._store_init_args(locals())
@@ -256,8 +259,9 @@ class ReLIC(TwinlearnEstimator):
         total = len(pairs) * (self.n_epochs + 2) - self.update_gamma_after_step
         ema = EMAUpdate(objective, self.gamma, total, self.update_gamma_after_step,
                         self.update_gamma_every_n_steps)
-        trainer = Trainer(objective, pairs, optimizer, constant(), self.n_epochs, precision=self.precision,
-                          callbacks=[ema], verbose=self.verbose, print_every=log_every_n_steps)
+        trainer = Trainer(objective, pairs, optimizer, constant(), self.n_epochs,
+                          precision=self._precision(device), callbacks=[ema], verbose=self.verbose,
+                          print_every=log_every_n_steps)
 
         def keep(trainer: Trainer) -> None:
             self.objective_ = objective

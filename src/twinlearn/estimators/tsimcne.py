@@ -58,12 +58,7 @@ from twinlearn.losses import ContrastiveLoss
 from twinlearn.pairs.augment import AugmentPairSource, BatchAugment, PerImageTransform
 from twinlearn.training import Trainer, distributed
 from twinlearn.training.objectives import ViewPairObjective
-from twinlearn.training.stages import (
-    stage_epochs,
-    stage_lrs,
-    stage_warmups,
-    tsimcne_stages,
-)
+from twinlearn.training.stages import stage_epochs, stage_lrs, stage_warmups, tsimcne_stages
 
 logger = logging.getLogger("twinlearn")
 
@@ -121,8 +116,9 @@ class TSimCNE(TwinlearnEstimator):
     random_state : int, numpy Generator or None
         Seeds initialisation, shuffling and augmentation (local generators only).
     device : {"auto", "cpu", "cuda"} or torch.device
-    precision : {"fp32", "bf16", "fp16"}
-        Autocast dtype of the forward pass ("bf16": ~2× on AVX-512-BF16 CPUs).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast dtype of the forward pass; ``"auto"``: bf16 where the hardware runs it
+        natively (AMX/AVX512-BF16 CPU, GPU), else fp32.
     channels_last : bool
         Channels-last memory layout (faster convolutions on CPU and tensor-core GPUs).
     nesting_dims : list of int, optional
@@ -142,6 +138,8 @@ class TSimCNE(TwinlearnEstimator):
     stage_epochs_ : list of int
     loss_history_ : list of list of float
         Mean loss per epoch, per stage.
+    precision_ : {"fp32", "bf16", "fp16"}
+        The precision the network trained in (what ``"auto"`` resolved to).
 
     References
     ----------
@@ -159,7 +157,7 @@ class TSimCNE(TwinlearnEstimator):
         warmup: str | Sequence[int] = "auto", freeze_schedule: str = "only_linear",
         image_size: int | tuple[int, int] | None = None, devices: int = 1,
         random_state: int | np.random.Generator | None = None, device: str | torch.device = "auto",
-        precision: str = "fp32", channels_last: bool = False,
+        precision: str = "auto", channels_last: bool = False,
         nesting_dims: Sequence[int] | None = None, verbose: int = 0,
     ) -> None:
         self._store_init_args(locals())
@@ -272,7 +270,7 @@ class TSimCNE(TwinlearnEstimator):
             objective, network, stages, self._stage_lrs(len(stages), self.batch_size * self.devices),
             stage_warmups(self.warmup, stages), out_dim=self.out_dim, nesting_dims=self.nesting_dims,
             seed=seed, device=device)
-        trainer = Trainer.in_stages(objective, pairs, schedule, precision=self.precision,
+        trainer = Trainer.in_stages(objective, pairs, schedule, precision=self._precision(device),
                                     clip_grad_value=CLIP_VALUE, verbose=self.verbose)
 
         def keep(trainer: Trainer) -> None:

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from twinlearn import io
-from twinlearn._device import torch_threads
+from twinlearn._device import cpu_has_fast_bf16, torch_threads
 from twinlearn.pairs.base import PairSource
 from twinlearn.training import distributed
 from twinlearn.training.checkpoints import (
@@ -55,12 +55,6 @@ class Stage:
 
     n_epochs: int
     enter: Callable[["Trainer"], tuple[torch.optim.Optimizer, Schedule]]
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as oneDNN reports it."""
-    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(probe()) if probe is not None else False
 
 
 def effective_precision(precision: str, device: torch.device) -> str:
