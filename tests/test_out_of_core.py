@@ -75,7 +75,8 @@ def test_fit_and_transform_from_disk_equal_those_in_memory(kind, key, tmp_path):
         # new points placed against training data that stays on disk
         np.testing.assert_allclose(from_disk.transform(stored), expected, atol=1e-3)
         return
-    np.testing.assert_array_equal(from_disk.transform(stored), expected)
+    # TLDR's linear encoder starts at PCA, of a file from its covariance: equal to rounding
+    np.testing.assert_allclose(from_disk.transform(stored), expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(in_memory.transform(stored), expected)
 
 
@@ -144,7 +145,8 @@ def test_a_backed_anndata_is_embedded_from_disk(tmp_path, monkeypatch):
     assert sizes, "adata.X was not read from its file"
     monkeypatch.undo()
     expected = make_tiny("TLDR").fit(X).transform(X)
-    np.testing.assert_array_equal(backed.obsm["X_tldr"], expected)
+    # the encoder's PCA start of a file comes from its covariance: equal to rounding
+    np.testing.assert_allclose(backed.obsm["X_tldr"], expected, rtol=1e-4, atol=1e-4)
 
 
 # --- files that cannot be used, refused before any work -----------------------------------------

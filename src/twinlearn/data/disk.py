@@ -155,16 +155,16 @@ class DiskArray:
         return block
 
 
-def pca_scores_by_blocks(X: Any, n_components: int) -> np.ndarray:
-    """Exact PCA scores of the rows of an on-disk ``X``, reading it twice a block at a time:
-    the mean and covariance are accumulated in float64 (memory ``d²`` plus one block, never
-    ``X`` whole), the components are the covariance's leading eigenvectors with
-    scikit-learn's signs (the largest entry of each positive), so the scores agree with
-    ``PCA(n_components).fit_transform(X)`` to float32 rounding.
+def pca_axes_by_blocks(X: Any, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact principal axes and mean of the rows of an on-disk ``X``, read once a block at a
+    time: the mean and covariance are accumulated in float64 (memory ``d²`` plus one block,
+    never ``X`` whole), the axes are the covariance's leading eigenvectors with scikit-learn's
+    signs (the largest entry of each positive).
 
     Returns
     -------
-    ndarray of shape (n_samples, n_components), float32
+    components : ndarray of shape (n_components, n_features), float64, largest variance first
+    mean : ndarray of shape (n_features,), float64
     """
     n, d = X.shape
     rows = max(1, BLOCK_VALUES // d)
@@ -181,7 +181,21 @@ def pca_scores_by_blocks(X: Any, n_components: int) -> np.ndarray:
     components = vectors[:, ::-1][:, :n_components].T  # largest eigenvalue first
     largest = np.argmax(np.abs(components), axis=1)
     components *= np.sign(components[np.arange(len(components)), largest])[:, None]
-    mean = shift + offset
+    return np.ascontiguousarray(components), shift + offset
+
+
+def pca_scores_by_blocks(X: Any, n_components: int) -> np.ndarray:
+    """Exact PCA scores of the rows of an on-disk ``X`` (:func:`pca_axes_by_blocks`, then a
+    second pass a block at a time), equal to ``PCA(n_components).fit_transform(X)`` to float32
+    rounding.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_components), float32
+    """
+    components, mean = pca_axes_by_blocks(X, n_components)
+    n, d = X.shape
+    rows = max(1, BLOCK_VALUES // d)
     scores = np.empty((n, len(components)), dtype=np.float32)
     for start in range(0, n, rows):
         scores[start : start + rows] = (np.asarray(X[start : start + rows], dtype=np.float64) - mean) @ components.T

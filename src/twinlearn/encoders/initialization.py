@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from twinlearn.data.disk import is_out_of_core, pca_scores_by_blocks
+from twinlearn.data.disk import is_out_of_core, pca_axes_by_blocks, pca_scores_by_blocks
 
 INITS = ("pca", "spectral", "random")
 #: standard deviation of random initial coordinates (openTSNE's)
@@ -104,6 +104,19 @@ def initial_coordinates(
     return random_init(X.shape[0], n_components, seed)
 
 
+def _principal_axes(X: np.ndarray | torch.Tensor | scipy.sparse.spmatrix, k: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` leading principal axes of the rows of ``X`` and their mean (a file on disk is
+    read a block at a time, never whole)."""
+    if is_out_of_core(X):
+        return pca_axes_by_blocks(X, k)
+    pca, X = _pca(X, k, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):  # as in pca_init: constant data is valid
+        pca.fit(X)
+    # ARPACK (sparse input) returns its axes as a reversed view, which torch cannot wrap
+    return np.ascontiguousarray(pca.components_), np.ascontiguousarray(pca.mean_).ravel()
+
+
 def init_linear_encoder(
     layer: torch.nn.Linear, X: np.ndarray | torch.Tensor | scipy.sparse.spmatrix, seed: int,
     max_rows: int = PCA_INIT_ROWS,
@@ -118,14 +131,10 @@ def init_linear_encoder(
         raise ValueError(f"the encoder takes {layer.in_features} features but X has {n_features}")
     if n > max_rows:  # sorted: a memory map is read front to back
         X = X[np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))]
-    pca, X = _pca(X, min(layer.out_features, X.shape[0], n_features), seed)
-    with np.errstate(invalid="ignore", divide="ignore"):  # as in pca_init: constant data is valid
-        pca.fit(X)
-    k = pca.components_.shape[0]
-    # ARPACK (sparse input) returns its axes as a reversed view, which torch cannot wrap
+    components, mean = _principal_axes(X, min(layer.out_features, X.shape[0], n_features), seed)
+    k = components.shape[0]
     like = {"dtype": layer.weight.dtype, "device": layer.weight.device}
-    axes = torch.tensor(np.ascontiguousarray(pca.components_), **like)
-    mean = torch.tensor(np.ascontiguousarray(pca.mean_).ravel(), **like)
+    axes, mean = torch.tensor(components, **like), torch.tensor(mean, **like)
     with torch.no_grad():
         layer.weight[:k] = axes
         if layer.bias is not None:
