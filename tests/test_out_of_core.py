@@ -79,6 +79,19 @@ def test_fit_and_transform_from_disk_equal_those_in_memory(kind, key, tmp_path):
     np.testing.assert_array_equal(in_memory.transform(stored), expected)
 
 
+def test_pin_memory_copies_a_file_to_the_device_block_by_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(disk, "BLOCK_VALUES", 16 * D)  # 16 rows per block, the kNN's too
+    monkeypatch.setitem(exact.exact_knn.__kwdefaults__, "database_block", 16)
+    monkeypatch.setitem(exact.exact_knn.__kwdefaults__, "query_block", 16)
+    X = data(400)
+    stored = on_disk("hdf5", X, tmp_path)
+    sizes = spy_on_reads(monkeypatch)
+    pinned = make_tiny("TLDR", pin_memory=True, batch_size=64).fit(stored)
+    assert max(sizes) <= _base.PROBE_ROWS < len(X)  # the data fingerprint and the final check
+    monkeypatch.undo()
+    np.testing.assert_array_equal(pinned.transform(X), make_tiny("TLDR", batch_size=64).fit(X).transform(X))
+
+
 @pytest.mark.parametrize("kind", ["hdf5", "zarr"])
 def test_rows_of_a_disk_array_are_those_numpy_indexing_gives(kind, tmp_path):
     stored = DiskArray(on_disk(kind, data(), tmp_path))
