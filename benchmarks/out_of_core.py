@@ -93,7 +93,8 @@ def main() -> None:
         rows = []
         for kind in KINDS:
             done = subprocess.run(
-                [sys.executable, "-c", CHILD.format(bench=bench, tests=tests), kind, folder, str(args.n), str(args.d)],
+                [sys.executable, "-c", CHILD.format(bench=bench, tests=tests), kind, folder,
+                 str(args.n), str(args.d)],
                 capture_output=True, text=True, check=True,
             )
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -89,7 +89,8 @@ def test_pin_memory_copies_a_file_to_the_device_block_by_block(tmp_path, monkeyp
     pinned = make_tiny("TLDR", pin_memory=True, batch_size=64).fit(stored)
     assert max(sizes) <= _base.PROBE_ROWS < len(X)  # the data fingerprint and the final check
     monkeypatch.undo()
-    np.testing.assert_array_equal(pinned.transform(X), make_tiny("TLDR", batch_size=64).fit(X).transform(X))
+    expected = make_tiny("TLDR", batch_size=64).fit(X).transform(X)
+    np.testing.assert_array_equal(pinned.transform(X), expected)
 
 
 @pytest.mark.parametrize("kind", ["hdf5", "zarr"])
@@ -153,7 +154,8 @@ def test_a_backed_anndata_is_embedded_from_disk(tmp_path, monkeypatch):
     anndata.AnnData(X).write_h5ad(tmp_path / "x.h5ad")
     backed = anndata.read_h5ad(tmp_path / "x.h5ad", backed="r")
     sizes = spy_on_reads(monkeypatch)
-    tldr(backed, use_rep="X", n_components=2, projector="mlp-1-16", n_epochs=1, batch_size=8, n_neighbors=3)
+    tldr(backed, use_rep="X", n_components=2, projector="mlp-1-16", n_epochs=1, batch_size=8,
+         n_neighbors=3)
     assert sizes, "adata.X was not read from its file"
     monkeypatch.undo()
     expected = make_tiny("TLDR").fit(X).transform(X)
@@ -204,7 +206,7 @@ def test_what_is_on_disk_but_not_a_dense_array_is_refused(tmp_path, no_knn):
         fh["flat"] = X[:, 0]
         fh["with_nan"] = np.where(np.arange(N)[:, None] == 77, np.nan, X)
     fh = h5py.File(tmp_path / "f.h5", "r")
-    with pytest.raises(TypeError, match=r"X is a group of 'f\.h5'|group of '.*f\.h5' \(/group\).*a, b"):
+    with pytest.raises(TypeError, match=r"group of '.*f\.h5' \(/group\), not an array.*: a, b"):
         make_tiny("TLDR").fit(fh["group"])
     with pytest.raises(TypeError, match="dtype"):
         make_tiny("TLDR").fit(fh["words"])
@@ -231,13 +233,14 @@ def test_pca_of_a_file_by_blocks_matches_scikit_learn(tmp_path, monkeypatch):
     X = data() + 1000  # a large common offset: the blocked covariance must not lose it
     stored = on_disk("hdf5", X, tmp_path)
     np.testing.assert_allclose(disk.pca_scores_by_blocks(DiskArray(stored), 3),
-                               PCA(3, svd_solver="full").fit_transform(X.astype(np.float64)), atol=1e-3)
+                               PCA(3, svd_solver="full").fit_transform(X.astype(np.float64)),
+                               atol=1e-3)
     assert validate_features(stored).shape == (N, D)
 
 
 # --- the command line -----------------------------------------------------------------------------
-TINY_CLI = ["--n-components", "2", "--projector", "mlp-1-16", "--n-epochs", "1", "--batch-size", "16",
-            "--n-neighbors", "3", "--random-state", "0", "-q"]
+TINY_CLI = ["--n-components", "2", "--projector", "mlp-1-16", "--n-epochs", "1",
+            "--batch-size", "16", "--n-neighbors", "3", "--random-state", "0", "-q"]
 
 
 @pytest.fixture
@@ -278,7 +281,8 @@ def test_the_command_reads_hdf5_zarr_and_h5ad_from_disk(files, capsys, monkeypat
     (["plain.zarr"], "'plain.zarr' is not a readable zarr file"),
     (["cut.h5ad"], "'cut.h5ad' is not a readable h5ad file"),
 ])
-def test_a_file_that_cannot_be_read_is_one_line_before_any_work(files, argv, expected, capsys, monkeypatch):
+def test_a_file_that_cannot_be_read_is_one_line_before_any_work(files, argv, expected, capsys,
+                                                                monkeypatch):
     from test_cli_main import _run
 
     import twinlearn
