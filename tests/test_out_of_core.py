@@ -14,7 +14,7 @@ from twinlearn.data import disk
 from twinlearn.data.arrays import validate_features
 from twinlearn.data.disk import DiskArray
 from twinlearn.estimators import _base
-from twinlearn.neighbors import exact
+from twinlearn.neighbors import exact, faiss_index
 from twinlearn.neighbors import index as knn_index
 
 h5py = pytest.importorskip("h5py")
@@ -134,12 +134,15 @@ def test_fit_and_transform_never_read_the_whole_file(kind, tmp_path, monkeypatch
     monkeypatch.setattr(disk, "BLOCK_VALUES", block_rows * D)
     monkeypatch.setitem(exact.exact_knn.__kwdefaults__, "database_block", block_rows)
     monkeypatch.setattr(_base, "TRANSFORM_CHUNK", block_rows)
+    for faiss_step in (faiss_index.build_faiss_index, faiss_index.search_faiss):
+        monkeypatch.setitem(faiss_step.__kwdefaults__, "chunk_rows", block_rows)
     X = data(n)
     stored = on_disk(kind, X, tmp_path, chunk_rows=256)
     sizes = spy_on_reads(monkeypatch)
     tldr = make_tiny("TLDR", batch_size=512).fit(stored)
     Z = tldr.transform(stored)
-    cne = make_tiny("CNE", batch_size=4096).fit(stored)  # its PCA initialisation too
+    # its PCA initialisation too, and a faiss index (added and searched in chunks)
+    cne = make_tiny("CNE", batch_size=4096, knn_method="hnsw").fit(stored)
     assert Z.shape == (n, 2) and cne.embedding_.shape == (n, 2)
     assert sizes and max(sizes) <= block_rows < n
     monkeypatch.undo()
