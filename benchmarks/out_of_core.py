@@ -7,13 +7,14 @@ The kNN graph is given (each row's neighbours drawn at random): the figure is ab
 data (validation, training batches, transform), not about the kNN search, which is the same
 blocked code for every kind.
 
-    PYTHONPATH=src python benchmarks/out_of_core.py [--n 400000] [--d 128]
+    PYTHONPATH=src python benchmarks/out_of_core.py [--n 400000] [--d 128] [--kinds memory,hdf5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,9 +31,9 @@ sys.path[:0] = [{bench!r}, {tests!r}]
 from common import timed
 from test_memory import peak_extra_mb
 from twinlearn import TLDR
-kind, folder, n, d = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+kind, folder, n, d, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 torch.set_num_threads(1)  # a shared host: spinning threads would time the neighbours' load
-params = dict(n_components=32, projector="mlp-1-256", n_epochs=1, batch_size=1024, random_state=0)
+params = dict(n_components=32, projector="mlp-1-256", n_epochs=1, batch_size=batch, random_state=0)
 small = np.random.default_rng(0).normal(size=(2048, d)).astype(np.float32)
 TLDR(**params).fit(small, knn_graph=np.random.default_rng(1).integers(0, 2048, size=(2048, 5)))
 def open_data():
@@ -82,6 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=400_000)
     parser.add_argument("--d", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"a comma-separated subset of {KINDS}")
     args = parser.parse_args()
     bench = str(Path(__file__).resolve().parent)
     tests = str(Path(__file__).resolve().parents[1] / "tests")
@@ -91,10 +94,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         write_files(Path(folder), args.n, args.d)
         rows = []
-        for kind in KINDS:
+        for kind in args.kinds.split(","):
             done = subprocess.run(
-                [sys.executable, "-c", CHILD.format(bench=bench, tests=tests), kind, folder, str(args.n), str(args.d)],
+                [sys.executable, "-c", CHILD.format(bench=bench, tests=tests), kind, folder,
+                 str(args.n), str(args.d), str(args.batch_size)],
                 capture_output=True, text=True, check=True,
+                # freed blocks of 128 KB and more go back to the system at once, so that the
+                # anonymous memory follows what is live, not what malloc keeps for later
+                env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
             )
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)

@@ -197,15 +197,16 @@ def validate_features(X: object, *, name: str = "X", min_samples: int = 1) -> Ar
       (``datetime64``/``timedelta64``, NumPy or pandas) raise ``TypeError``, as do torch sparse,
       nested and meta tensors and scipy.sparse matrices;
     - **values**, checked after the conversion to float32, in one pass (an on-disk array block
-      by block; a block that cannot be read raises ``ValueError`` naming its file): NaN and ±inf raise ``ValueError``, and so do finite values beyond float32's range
+      by block; a block that cannot be read raises ``ValueError`` naming its file): NaN and
+      ±inf raise ``ValueError``, and so do finite values beyond float32's range
       (float64 above 3.4e38) and rows whose squared norm exceeds ~4e37 (|x| ≳ 6.5e18), whose
       squared distances would overflow float32 and make the kNN graph and the losses
       meaningless; rescale such data.
 
     Parameters
     ----------
-    X : array-like, numpy.memmap, h5py.Dataset, zarr.Array or torch.Tensor of shape (n_samples, n_features)
-        The data. Memmaps stay on disk (returned unchanged), HDF5 and zarr arrays too (returned as
+    X : array-like, torch.Tensor, numpy.memmap, h5py.Dataset or zarr.Array
+        The data, of shape (n_samples, n_features). Memmaps stay on disk (returned unchanged), HDF5 and zarr arrays too (returned as
         a :class:`~twinlearn.data.disk.DiskArray`); tensors keep their device.
     name : str
         Argument name used in error messages.

@@ -45,7 +45,8 @@ def _describe(store: Any) -> str:
 def _refuse_non_arrays(X: Any, name: str) -> None:
     """Groups and backed sparse matrices are on disk but are not dense arrays."""
     h5py, zarr = _module("h5py"), _module("zarr")
-    if (h5py is not None and isinstance(X, h5py.Group)) or (zarr is not None and isinstance(X, zarr.Group)):
+    groups = tuple(module.Group for module in (h5py, zarr) if module is not None)
+    if groups and isinstance(X, groups):
         raise TypeError(f"{name} is a group of {_describe(X)}, not an array; pass one of its "
                         f"arrays: {', '.join(X.keys()) or '(it holds none)'}")
     if is_backed_sparse(X):
@@ -65,7 +66,8 @@ def is_disk_array(X: object) -> bool:
     if isinstance(X, DiskArray):
         return True
     h5py, zarr = _module("h5py"), _module("zarr")
-    return (h5py is not None and isinstance(X, h5py.Dataset)) or (zarr is not None and isinstance(X, zarr.Array))
+    return (h5py is not None and isinstance(X, h5py.Dataset)) or (
+        zarr is not None and isinstance(X, zarr.Array))
 
 
 def is_out_of_core(X: object) -> bool:
@@ -148,7 +150,8 @@ class DiskArray:
             else:
                 block = self.store[key]
         except _READ_ERRORS as err:
-            raise ValueError(f"{self.where} is not readable ({what}): {type(err).__name__}: {err}") from err
+            raise ValueError(f"{self.where} is not readable ({what}): "
+                             f"{type(err).__name__}: {err}") from err
         block = np.asarray(block)
         if self.divisor is not None:
             block = block.astype(np.float32) / np.float32(self.divisor)
@@ -198,7 +201,8 @@ def pca_scores_by_blocks(X: Any, n_components: int) -> np.ndarray:
     rows = max(1, BLOCK_VALUES // d)
     scores = np.empty((n, len(components)), dtype=np.float32)
     for start in range(0, n, rows):
-        scores[start : start + rows] = (np.asarray(X[start : start + rows], dtype=np.float64) - mean) @ components.T
+        block = np.asarray(X[start : start + rows], dtype=np.float64)
+        scores[start : start + rows] = (block - mean) @ components.T
     return scores
 
 
@@ -209,7 +213,8 @@ def array_names(path: str | os.PathLike, kind: str) -> list[str]:
         h5py = import_optional("h5py")
         names: list[str] = []
         with h5py.File(path, "r") as fh:
-            fh.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
+            fh.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset)
+                          else None)
         return names
     zarr = import_optional("zarr")
     node = zarr.open(path, mode="r")

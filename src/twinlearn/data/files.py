@@ -63,9 +63,10 @@ class InputData:
 
 
 def input_type(path: str | os.PathLike, name: str = "input") -> str:
-    """The kind of ``path`` (``"npy"``, ``"npz"``, ``"hdf5"``, ``"zarr"``, ``"table"``, ``"text"``,
-    ``"h5ad"``, ``"folder"``, ``"tarball"``), from its name alone; ``FileNotFoundError`` or ``ValueError``
-    naming ``name`` for a missing path or an unsupported type."""
+    """The kind of ``path`` (``"npy"``, ``"npz"``, ``"hdf5"``, ``"zarr"``, ``"table"``,
+    ``"text"``, ``"h5ad"``, ``"folder"``, ``"tarball"``), from its name alone;
+    ``FileNotFoundError`` or ``ValueError`` naming ``name`` for a missing path or an unsupported
+    type."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{name} {str(path)!r}: no such file or folder")
@@ -189,7 +190,8 @@ def read_input(
     if kind in ("npy", "npz"):
         return InputData(_read_array(path, key))
     if kind in ("hdf5", "zarr"):  # stays on disk
-        return InputData(open_array(path, kind, _array_key(array_names(path, kind), key, path, kind)))
+        name = _array_key(array_names(path, kind), key, path, kind)
+        return InputData(open_array(path, kind, name))
     if kind == "text":
         return InputData(np.loadtxt(path, dtype=np.float32, ndmin=2))
     if kind == "table":
