@@ -91,7 +91,8 @@ def test_pin_memory_copies_a_file_to_the_device_block_by_block(tmp_path, monkeyp
     assert max(sizes) <= _base.PROBE_ROWS < len(X)  # the data fingerprint and the final check
     monkeypatch.undo()
     expected = make_tiny("TLDR", batch_size=64).fit(X).transform(X)
-    np.testing.assert_array_equal(pinned.transform(X), expected)
+    # equal to rounding: the encoder's PCA start of a file comes from its covariance
+    np.testing.assert_allclose(pinned.transform(X), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["hdf5", "zarr"])
