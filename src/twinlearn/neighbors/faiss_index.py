@@ -33,7 +33,7 @@ HNSW_M = 32
 
 
 def hnsw_ef_search(n: int, k: int) -> int:
-    """HNSW's search beam: wider for large k (recall), and for large n (see HNSW_EF_GROWTH)."""
+    """HNSW's search beam: at least 64, wider for large k (keeps the recall)."""
     return max(64, 2 * k)
 
 
