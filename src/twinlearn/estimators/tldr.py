@@ -134,10 +134,12 @@ class TLDR(TwinlearnEstimator):
     Notes
     -----
     The defaults are the original's but for ``encoder_init``: from a random start the linear
-    encoder kept fewer true neighbours than PCA (benchmarks/tldr_descriptors.py). The fast
-    setting measured on MNIST (benchmarks/RESULTS.md) is ``projector="mlp-1-512",
-    precision="bf16", learning_rate=1.6, n_neighbors=20``, with ``n_epochs=5`` for an
-    ``"mlp-1-512"`` encoder (20 from ``n_components=32`` on) or 20–50 for the linear one.
+    encoder keeps far fewer true neighbours than PCA; from PCA, more on token vectors, fewer on
+    CIFAR features (training skews the output basis, to which Barlow Twins is blind; see
+    benchmarks/tldr_descriptors.py). The fast setting measured on MNIST (benchmarks/RESULTS.md)
+    is ``projector="mlp-1-512", precision="bf16", learning_rate=1.6, n_neighbors=20``, with
+    ``n_epochs=5`` for an ``"mlp-1-512"`` encoder (20 from ``n_components=32`` on) or 20–50
+    for the linear one.
 
     References
     ----------
