@@ -138,14 +138,15 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
 
     Notes
     -----
-    The defaults are the original's but for ``encoder_init`` (from a random start the linear
-    encoder kept fewer true neighbours than PCA: benchmarks/tldr_descriptors.py), ``knn_method``
-    (``"auto"``: an approximate index above the exact search's size) and ``precision``
-    (``"auto"``; the original's fp32 is ``precision="fp32"``). The fast setting measured on
-    MNIST (benchmarks/RESULTS.md, examples/tldr_mnist.py) is ``projector="mlp-1-512",
+    The defaults are the original's but for ``encoder_init``, ``knn_method`` and ``precision``.
+    From a random start the linear encoder keeps far fewer true neighbours than PCA; from PCA,
+    more on token vectors, fewer on CIFAR features (training skews the output basis, to which
+    Barlow Twins is blind; see benchmarks/tldr_descriptors.py). ``knn_method="auto"`` searches
+    an approximate index above the exact search's size; ``precision="auto"`` is fp32 unless the
+    device runs bf16 natively (the original's: ``precision="fp32"``). The fast setting measured
+    on MNIST (benchmarks/RESULTS.md, examples/tldr_mnist.py) is ``projector="mlp-1-512",
     learning_rate=1.6, n_neighbors=20``, with ``n_epochs=5`` for an ``"mlp-1-512"`` encoder (20
-    from ``n_components=32`` on) or 20–50 for the linear one: about 25× less work per sample
-    than ``mlp-2-2048``, and above PCA's 10-NN accuracy on MNIST.
+    from ``n_components=32`` on) or 20–50 for the linear one.
 
     References
     ----------
