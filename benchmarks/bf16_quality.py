@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from common import OUT_DIR, cifar_subsets, command_line, machine_info
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from common import OUT_DIR, cifar_subsets, command_line, machine_info
 from twinlearn import CNE, TLDR, ReLIC, TSimCNE
 from twinlearn.data.datasets import find_shared_data
 from twinlearn.metrics import knn_accuracy, knn_recall, linear_probe
@@ -44,7 +44,7 @@ class NativeBf16Numerics(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        is_bf16 = lambda t: isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16  # noqa: E731
+        is_bf16 = lambda t: isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16
         if func not in MATRIX_OPS or not any(is_bf16(t) for t in tree_leaves((args, kwargs))):
             return func(*args, **kwargs)
         args, kwargs = tree_map(lambda t: t.float() if is_bf16(t) else t, (args, kwargs))
@@ -73,7 +73,7 @@ def mnist(n_train: int, n_test: int):
     with np.load(find_shared_data("mnist.npz") / "mnist.npz") as f:
         x, y, xt, yt = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
     keep = np.random.default_rng(0).choice(len(x), n_train, replace=False)  # the npz is sorted by class
-    flat = lambda a: (a.reshape(len(a), -1) / 255.0).astype(np.float32)  # noqa: E731
+    flat = lambda a: (a.reshape(len(a), -1) / 255.0).astype(np.float32)
     return flat(x[keep]), y[keep], flat(xt[:n_test]), yt[:n_test]
 
 

@@ -4,13 +4,12 @@ quality holds in bf16; fp32 everywhere else (and always reachable by name)."""
 from __future__ import annotations
 
 import contextlib
-import inspect
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_PARAMS, make_tiny, tiny_vectors
+
 from twinlearn import ContrastiveEmbedding, _device
 from twinlearn.data.sparse import feature_store
 

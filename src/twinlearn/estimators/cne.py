@@ -258,6 +258,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         resolved = {k: v if getattr(self, k) is None else getattr(self, k) for k, v in defaults.items()}
         resolved["precision"] = self._precision()
         return ContrastiveRecipe.from_params(self.get_params(deep=False), **{**resolved, **overrides})
+
     # --- fit ---------------------------------------------------------------------------------
     def _check_init(self, init: object, n: int) -> np.ndarray | str:
         if self.parametric and not isinstance(init, str):
