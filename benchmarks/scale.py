@@ -140,7 +140,9 @@ def worker(method: str, data: str, n: int, result: str) -> None:
     """Fit ``method`` on the first ``n`` rows of ``data``; save the map, print the stages."""
     X = np.load(data, mmap_mode="r")[:n]
     records: list[logging.LogRecord] = []
-    __import__({"umap": "umap", "opentsne": "openTSNE"}.get(method, "twinlearn"))  # not timed
+    # imports are not timed; torch._dynamo (~5 s) is imported by the first torch optimizer
+    for module in {"umap": ["umap"], "opentsne": ["openTSNE"]}.get(method, ["twinlearn", "torch._dynamo"]):
+        __import__(module)
     if method.startswith("tl-"):
         handler = logging.Handler()
         handler.emit = records.append
