@@ -5,6 +5,7 @@ index of the graph, and new points placed in the map."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,8 @@ from twinlearn.data.arrays import ArrayLike
 from twinlearn.neighbors import KNNIndex
 from twinlearn.neighbors.precomputed import PrecomputedIndex, check_precomputed
 from twinlearn.neighbors.supervised import check_labels
-from twinlearn.training.contrastive import loss_mode
+from twinlearn.encoders.initialization import check_init
+from twinlearn.training.contrastive import ContrastiveRecipe, loss_mode
 from twinlearn.training.placement import place_points
 
 #: umap-learn's epochs by size: small data gets more passes (its edges are fewer, so an epoch
@@ -69,6 +71,21 @@ class CNEInputs:
         if self.batch_size is not None:
             return self.batch_size
         return MAX_AUTO_BATCH if self.parametric else default_batch_size(edges_per_epoch(n_edges, weights))
+
+    def _recipe(self, **overrides: Any) -> ContrastiveRecipe:
+        """The contrastive settings, with the original's defaults for the table (SGD, LR 1)
+        and for the network (Adam, LR 1e-3)."""
+        defaults = {"learning_rate": 1e-3 if self.parametric else 1.0,
+                    "optimizer": "adam" if self.parametric else "sgd"}
+        resolved = {k: v if getattr(self, k) is None else getattr(self, k) for k, v in defaults.items()}
+        resolved["precision"] = self._precision()
+        return ContrastiveRecipe.from_params(self.get_params(deep=False), **{**resolved, **overrides})
+
+    def _check_init(self, init: object, n: int) -> np.ndarray | str:
+        if self.parametric and not isinstance(init, str):
+            raise ValueError("init sets the coordinates of the non-parametric table; "
+                             "it has no meaning with parametric=True")
+        return check_init(init, n, self._dim())
 
     def _validate_cne_data(self, X: object) -> ArrayLike:
         if self.knn_metric != "precomputed":

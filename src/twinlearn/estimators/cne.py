@@ -39,7 +39,7 @@ from twinlearn.data.arrays import (
     validate_sample_indices,
 )
 from twinlearn.data.sparse import feature_store
-from twinlearn.encoders.initialization import check_init, initial_coordinates
+from twinlearn.encoders.initialization import initial_coordinates
 from twinlearn.encoders.matryoshka import check_nesting_dims
 from twinlearn.encoders.mlp import cne_network
 from twinlearn.encoders.table import EmbeddingTable
@@ -68,7 +68,7 @@ from twinlearn.neighbors.supervised import labelled_positive_edges
 from twinlearn.pairs import EdgePairSource
 from twinlearn.training import distributed
 from twinlearn.training.callbacks import EmbeddingSnapshots
-from twinlearn.training.contrastive import ContrastiveRecipe, contrastive_run
+from twinlearn.training.contrastive import contrastive_run
 
 MAX_NEIGHBORS = 10_000
 
@@ -250,22 +250,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
                              "features (pass knn_graph= for your own graph)")
         check_contrastive_relations(self.get_params(deep=False))
 
-    def _recipe(self, **overrides: Any) -> ContrastiveRecipe:
-        """The contrastive settings, with the original's defaults for the table (SGD, LR 1)
-        and for the network (Adam, LR 1e-3)."""
-        defaults = {"learning_rate": 1e-3 if self.parametric else 1.0,
-                    "optimizer": "adam" if self.parametric else "sgd"}
-        resolved = {k: v if getattr(self, k) is None else getattr(self, k) for k, v in defaults.items()}
-        resolved["precision"] = self._precision()
-        return ContrastiveRecipe.from_params(self.get_params(deep=False), **{**resolved, **overrides})
-
     # --- fit ---------------------------------------------------------------------------------
-    def _check_init(self, init: object, n: int) -> np.ndarray | str:
-        if self.parametric and not isinstance(init, str):
-            raise ValueError("init sets the coordinates of the non-parametric table; "
-                             "it has no meaning with parametric=True")
-        return check_init(init, n, self._dim())
-
     def fit(
         self,
         X: ArrayLike,
