@@ -269,9 +269,9 @@ def summary(name: str) -> str:
         if mine:
             big = [r for r in mine if r["n"] >= 100_000]
             sizes = ", ".join(f"{r['n']:,}" for r in mine)
-            lines.append(f"| {method} | {sizes} | "
-                         f"{slope([r['n'] for r in mine], [r['stages']['fit'] for r in mine]):.2f} | "
-                         f"{slope([r['n'] for r in big], [r['stages']['fit'] for r in big]):.2f} |")
+            slopes = [slope([r["n"] for r in rs], [r["stages"]["fit"] for r in rs]) for rs in (mine, big)]
+            shown = ["–" if np.isnan(v) else f"{v:.2f}" for v in slopes]
+            lines.append(f"| {method} | {sizes} | {shown[0]} | {shown[1]} |")
     return "\n".join(lines)
 
 
