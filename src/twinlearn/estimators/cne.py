@@ -51,6 +51,7 @@ from twinlearn.estimators._params import (
     MAX_BATCH,
     MAX_EPOCHS,
     MAX_WIDTH,
+    AnyOf,
     Integer,
     Options,
     Real,
@@ -67,6 +68,7 @@ from twinlearn.neighbors.supervised import labelled_positive_edges
 from twinlearn.pairs import EdgePairSource
 from twinlearn.training.callbacks import EmbeddingSnapshots
 from twinlearn.training.contrastive import ContrastiveRecipe, contrastive_run
+from twinlearn.training.full_repulsion import check_full_repulsion, tsne_run
 
 MAX_NEIGHBORS = 10_000
 
@@ -91,7 +93,9 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     n_neighbors : int, default=15
         Neighbours per point of the kNN graph before union symmetrisation (``k`` accepted too);
         at most ``n_samples - 1`` (smaller data uses all other points, with a warning).
-    negative_samples : int or "full", default=5
+    negative_samples : int, "full" or "all", default=5
+        ``"all"``: t-SNE, every point a negative by grid-interpolated repulsion (2-D table, InfoNCE;
+        an epoch is one gradient step, use ~750): :mod:`twinlearn.training.full_repulsion`.
     n_epochs : int, default=200
         Passes over every directed edge of the graph.
     batch_size : int, default=32768
@@ -205,6 +209,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
 
     _parameter_constraints = {
         **CONTRASTIVE_CONSTRAINTS,
+        "negative_samples": AnyOf((CONTRASTIVE_CONSTRAINTS["negative_samples"], Options(("all",)))),
         "parametric": BOOLEAN,
         "n_components": Integer(1, MAX_WIDTH),
         "n_neighbors": Integer(1, MAX_NEIGHBORS),
@@ -234,6 +239,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
             raise ValueError("knn_metric='precomputed' needs parametric=False: a network needs "
                              "features (pass knn_graph= for your own graph)")
         check_contrastive_relations(self.get_params(deep=False))
+        check_full_repulsion(self.get_params(deep=False), self._dim())
 
     def _recipe(self, **overrides: Any) -> ContrastiveRecipe:
         """The contrastive settings, with the original's defaults for the table (SGD, LR 1)
@@ -320,8 +326,9 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
                                weights=weights)
         snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X), self.save_freq) if self.save_freq else None
         self.timings_["init"] = time.perf_counter() - clock
-        run = contrastive_run(self._recipe(), model, pairs, n=X.shape[0], store=store,
-                              callbacks=[*([snapshots] if snapshots else []), *callbacks], verbose=self.verbose)
+        make_run = tsne_run if self.negative_samples == "all" else contrastive_run
+        run = make_run(self._recipe(), model, pairs, n=X.shape[0], store=store,
+                       callbacks=[*([snapshots] if snapshots else []), *callbacks], verbose=self.verbose)
 
         def keep(trainer: Any) -> None:
             self.timings_["optimisation"] = sum(trainer.epoch_seconds)
