@@ -13,6 +13,7 @@ from twinlearn.neighbors import KNNIndex
 from twinlearn.neighbors.precomputed import PrecomputedIndex, check_precomputed
 from twinlearn.neighbors.supervised import check_labels
 from twinlearn.training.contrastive import loss_mode
+from twinlearn.training.full_repulsion import placement_negatives
 from twinlearn.training.placement import place_points
 
 
@@ -63,6 +64,7 @@ class CNEInputs:
             n_epochs=self.transform_epochs, early_exaggeration=False, s=None, Z_bar=None,
             neg_spec=spec if mode == "neg" else None, ince_spec=spec if mode == "infonce" else None,
             Z=math.exp(self.log_Z_) if self.log_Z_ is not None else 1.0,
+            negative_samples=placement_negatives(self.negative_samples),
         )
         seed = 0 if isinstance(self.random_state, np.random.Generator) else self._seed()
         return place_points(self.embedding_, nbrs, recipe, batch_size=self.batch_size,

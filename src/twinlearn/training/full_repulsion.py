@@ -38,6 +38,9 @@ from twinlearn.training.trainer import Trainer
 #: t-SNE's early exaggeration, and the std of the first initial coordinate (openTSNE's)
 EARLY_EXAGGERATION = 12.0
 INIT_STD = 1e-4
+#: negatives per new point when ``transform`` places it against a frozen "all" map (the
+#: attraction to its neighbours decides where it lands; the few negatives keep it off them)
+PLACEMENT_NEGATIVES = 5
 
 Repulsion = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -58,6 +61,11 @@ def check_full_repulsion(params: dict[str, Any], n_components: int) -> None:
     if bad:
         raise ValueError(f"negative_samples='all' (t-SNE's repulsion from every point, by grid "
                          f"interpolation) does not support {', '.join(bad)}")
+
+
+def placement_negatives(negative_samples: int | str) -> int | str:
+    """The negatives that place new points: as in training, but a few for ``"all"``."""
+    return PLACEMENT_NEGATIVES if negative_samples == "all" else negative_samples
 
 
 class WholeGraph:
@@ -106,6 +114,7 @@ class TSNEObjective(nn.Module):
                  exaggeration: float = 1.0) -> None:
         super().__init__()
         self.encoder = model
+        affinities = affinities.to(model.weight)
         self.register_buffer("p", affinities / affinities.sum())
         self.entropy = float((self.p * torch.log(self.p)).sum())  # Σ p log p, constant
         self.repulsion = repulsion
@@ -182,7 +191,7 @@ def tsne_run(recipe: Any, model: nn.Module, source: Any, *, n: int | None, store
     with torch.no_grad():  # openTSNE's scale: first coordinate with std 1e-4
         model.weight.mul_(INIT_STD / model.weight[:, 0].std().clamp_min(1e-12))
     weights = source.keep_prob if source.keep_prob is not None else torch.ones(source.n_edges)
-    objective = TSNEObjective(model, weights.to(model.weight), repulsion or GridRepulsion())
+    objective = TSNEObjective(model, weights, repulsion or GridRepulsion())
     main = spectrum.spec
     early = max(EARLY_EXAGGERATION, main) if recipe.early_exaggeration else main
     n_early = recipe.n_epochs // 3 if recipe.early_exaggeration else 0
@@ -191,6 +200,10 @@ def tsne_run(recipe: Any, model: nn.Module, source: Any, *, n: int | None, store
     trainer = Trainer(
         objective, WholeGraph(source.edges, source.generator), optimizer,
         lambda step: 1.0 / (early if step < n_early else main), recipe.n_epochs,
-        callbacks=[phases, *callbacks], **trainer_options,
+        callbacks=[phases, *callbacks],
+        # one torch thread on a CPU: the steps are a few FFTs of ~10⁶ values and gathers over the
+        # edges, which intra-op threads slow down (MNIST 10 000 on 2 shared cores: 87 ms per
+        # step with one thread, 723 ms with two)
+        num_threads=1 if model.weight.device.type == "cpu" else None, **trainer_options,
     )
     return FullRepulsionRun(trainer, objective, spectrum)
