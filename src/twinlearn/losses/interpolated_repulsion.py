@@ -9,10 +9,11 @@ Both strategies return, for the Cauchy kernel :math:`w_{ij} = 1/(1 + \lVert y_i 
 so that t-SNE's gradient is :math:`\rho \sum_j p_{ij} w_{ij}(y_i - y_j) - F_i / Z`.
 
 :class:`GridRepulsion` spreads the points' unit charges onto a regular grid (``n_nodes``
-Lagrange nodes per box and axis), convolves them with the kernels ``w`` and ``w²·(y_i − y_j)`` sampled on the grid by FFT (the
-grid is regular, so the kernel matrix is Toeplitz) and interpolates the potentials back:
-O(N + G log G) for G grid nodes instead of O(N²). It runs on any torch device; on a GPU the
-scatter of the charges uses atomic adds, so results there vary in the last bits.
+Lagrange nodes per box and axis), convolves them by FFT with the kernels ``w`` and
+``w²·(y_i − y_j)`` sampled on the grid (it is regular, so the kernel matrix is Toeplitz) and
+interpolates the potentials back: O(N + G log G) for G grid nodes instead of O(N²). It is
+written in plain torch for any device (exercised on CPU only so far); on a GPU the scatter of
+the charges uses atomic adds, so results there vary in the last bits.
 :func:`exact_repulsion` is the O(N²) reference (tests, small data).
 """
 
