@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/cne_mnist.py                      # every method
     python benchmarks/cne_mnist.py --methods tl-infonce tl-neg umap
+    python benchmarks/cne_mnist.py --methods opentsne tl-tsne   # the t-SNE end, same run
     python benchmarks/cne_mnist.py --list
 """
 
@@ -46,6 +47,8 @@ METHODS = {
     "tl-infonce-binary": (False, "twinlearn CNE, InfoNCE, binary graph: contrastive-ne's work per epoch"),
     "tl-neg-binary": (False, "twinlearn CNE, NEG, binary graph: contrastive-ne's work per epoch"),
     "tl-param-neg": (False, "twinlearn CNE, parametric NEG (Adam), fit on train, transform test"),
+    "tl-tsne": (False, "twinlearn CNE, negative_samples='all' (t-SNE end, FFT repulsion), 750 epochs"),
+    **{f"tl-tsne-s{s}": (False, f"as tl-tsne at spectrum s={s} (exaggeration 4^s)") for s in (0.25, 0.5, 0.75, 1)},
     "umap": (True, "umap-learn, defaults"),
     "opentsne": (True, "openTSNE, defaults"),
     "cne-infonce": (True, "contrastive-ne, non-parametric InfoNCE (defaults)"),
@@ -75,7 +78,11 @@ def _worker(method: str, data: str, out: str, args: argparse.Namespace) -> None:
         from twinlearn import CNE
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        if method == "tl-param-neg":
+        if method.startswith("tl-tsne"):
+            s = float(method.removeprefix("tl-tsne-s")) if method != "tl-tsne" else 0.0
+            model = CNE(negative_samples="all", n_epochs=750, s=s, random_state=0, **extra)
+            Y = model.fit_transform(X)
+        elif method == "tl-param-neg":
             model = CNE(loss_mode="neg", parametric=True, random_state=0, **extra)
             Y_train = model.fit_transform(x_train)
             Y = np.vstack([Y_train, model.transform(x_test)])

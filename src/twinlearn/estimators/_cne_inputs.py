@@ -1,6 +1,6 @@
-"""CNE's inputs: the aliased parameters, the defaults that follow the data's size (epochs,
-batch), the data (features or precomputed distances), the labels of a supervised fit, the kNN
-index of the graph, and new points placed in the map."""
+"""CNE's inputs and what it trains: the aliased parameters, the defaults that follow the data's
+size (epochs, batch), the data (features or precomputed distances), the labels of a supervised
+fit, the kNN index of the graph, the model (network or table), and new points placed in the map."""
 
 from __future__ import annotations
 
@@ -9,18 +9,26 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 
-from twinlearn.data.arrays import ArrayLike
+from twinlearn._device import fork_torch_rng
+from twinlearn.data.arrays import ArrayLike, FeatureStore
+from twinlearn.data.sparse import feature_store
+from twinlearn.encoders.initialization import check_init, initial_coordinates
+from twinlearn.encoders.mlp import cne_network
+from twinlearn.encoders.table import EmbeddingTable
 from twinlearn.neighbors import KNNIndex
 from twinlearn.neighbors.precomputed import PrecomputedIndex, check_precomputed
 from twinlearn.neighbors.supervised import check_labels
-from twinlearn.encoders.initialization import check_init
 from twinlearn.training.contrastive import ContrastiveRecipe, loss_mode
+from twinlearn.training.full_repulsion import placement_negatives
 from twinlearn.training.placement import place_points
 
 #: umap-learn's epochs by size: small data gets more passes (its edges are fewer, so an epoch
 #: is cheap and a longer run is what lets a small map settle)
 SMALL_DATA, SMALL_DATA_EPOCHS, LARGE_DATA_EPOCHS = 10_000, 500, 200
+#: t-SNE's gradient steps (``negative_samples="all"``: one step per epoch), openTSNE's 250 + 500
+TSNE_EPOCHS = 750
 #: the default batch: about this many steps per epoch, powers of two, at most ``MAX_AUTO_BATCH``
 STEPS_PER_EPOCH, MIN_AUTO_BATCH, MAX_AUTO_BATCH = 16, 1024, 32768
 
@@ -64,6 +72,8 @@ class CNEInputs:
     def _epochs(self, n_samples: int) -> int:
         if self.n_epochs is not None:
             return self.n_epochs
+        if self.negative_samples == "all":
+            return TSNE_EPOCHS
         # a network is not a table: the by-size rule was measured for the table only
         return LARGE_DATA_EPOCHS if self.parametric else default_epochs(n_samples)
 
@@ -86,6 +96,23 @@ class CNEInputs:
             raise ValueError("init sets the coordinates of the non-parametric table; "
                              "it has no meaning with parametric=True")
         return check_init(init, n, self._dim())
+
+    def _model(self, X: ArrayLike, init: np.ndarray | str, seed: int,
+               device: torch.device) -> tuple[nn.Module, FeatureStore | None]:
+        """The network and its input rows, or the table initialised as ``init`` asks."""
+        if self.parametric:
+            with fork_torch_rng(seed):
+                model: nn.Module = cne_network(X.shape[1], self._dim())
+            return model.to(device), feature_store(X, device, precision=self._precision())
+        if isinstance(init, str):
+            init = "spectral" if init == "pca" and self.knn_metric == "precomputed" else init
+            init = initial_coordinates(init, X, self.neighbor_graph_, self._dim(), seed)
+        return EmbeddingTable(init).to(device), None
+
+    def _embed_training(self, model: nn.Module, X: ArrayLike) -> np.ndarray:
+        if isinstance(model, EmbeddingTable):
+            return model.weight.detach().cpu().numpy().copy()
+        return self._encode(model, X, self._device()).cpu().numpy()
 
     def _validate_cne_data(self, X: object) -> ArrayLike:
         if self.knn_metric != "precomputed":
@@ -116,6 +143,7 @@ class CNEInputs:
             n_epochs=self.transform_epochs, early_exaggeration=False, s=None, Z_bar=None,
             neg_spec=spec if mode == "neg" else None, ince_spec=spec if mode == "infonce" else None,
             Z=math.exp(self.log_Z_) if self.log_Z_ is not None else 1.0,
+            negative_samples=placement_negatives(self.negative_samples),
         )
         seed = 0 if isinstance(self.random_state, np.random.Generator) else self._seed()
         # the placement's own edges (both directions, plus as many random training pairs)

@@ -28,21 +28,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 import torch
-import torch.nn as nn
 
 from twinlearn._checks import one_of
-from twinlearn._device import fork_torch_rng, make_generator
-from twinlearn.data.arrays import (
-    ArrayLike,
-    FeatureStore,
-    is_index_selection,
-    validate_sample_indices,
-)
-from twinlearn.data.sparse import feature_store
-from twinlearn.encoders.initialization import initial_coordinates
+from twinlearn._device import make_generator
+from twinlearn.data.arrays import ArrayLike, is_index_selection, validate_sample_indices
 from twinlearn.encoders.matryoshka import check_nesting_dims
-from twinlearn.encoders.mlp import cne_network
-from twinlearn.encoders.table import EmbeddingTable
 from twinlearn.estimators._base import TwinlearnEstimator, keep_prefix, output_like
 from twinlearn.estimators._cne_files import CNEModelFile
 from twinlearn.estimators._cne_inputs import CNEInputs
@@ -52,6 +42,7 @@ from twinlearn.estimators._params import (
     MAX_EPOCHS,
     MAX_WIDTH,
     MEMORY_BUDGET,
+    AnyOf,
     Integer,
     Options,
     Real,
@@ -69,6 +60,7 @@ from twinlearn.pairs import EdgePairSource
 from twinlearn.training import distributed
 from twinlearn.training.callbacks import EmbeddingSnapshots
 from twinlearn.training.contrastive import contrastive_run
+from twinlearn.training.full_repulsion import check_full_repulsion, tsne_run
 
 MAX_NEIGHBORS = 10_000
 
@@ -93,11 +85,13 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     n_neighbors : int, default=15
         Neighbours per point of the kNN graph before union symmetrisation (``k`` accepted too);
         at most ``n_samples - 1`` (smaller data uses all other points, with a warning).
-    negative_samples : int or "full", default=5
+    negative_samples : int, "full" or "all", default=5
+        ``"all"``: t-SNE, every point a negative by grid-interpolated repulsion (2-D table,
+        InfoNCE; an epoch is one gradient step): :mod:`twinlearn.training.full_repulsion`.
     n_epochs : int, optional
         Passes over every directed edge of the graph. Default (None): for the table 500 up to
-        10 000 points, 200 above, as umap-learn; 200 for the network (``n_epochs=200``: the
-        fixed default before).
+        10 000 points, 200 above, as umap-learn (750 steps with ``negative_samples="all"``, as
+        openTSNE); 200 for the network (``n_epochs=200``: the fixed default before).
     batch_size : int, optional
         Edges per step. Default (None): for the table about 16 steps per epoch, the power of
         two nearest ``edges per epoch / 16`` in [1024, 32768] (32 768 on MNIST-70k); 32 768 for
@@ -218,6 +212,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
 
     _parameter_constraints = {
         **CONTRASTIVE_CONSTRAINTS,
+        "negative_samples": AnyOf((CONTRASTIVE_CONSTRAINTS["negative_samples"], Options(("all",)))),
         "parametric": BOOLEAN,
         "n_components": Integer(1, MAX_WIDTH),
         "n_neighbors": Integer(1, MAX_NEIGHBORS),
@@ -249,6 +244,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
             raise ValueError("knn_metric='precomputed' needs parametric=False: a network needs "
                              "features (pass knn_graph= for your own graph)")
         check_contrastive_relations(self.get_params(deep=False))
+        check_full_repulsion(self.get_params(deep=False), self._dim())
 
     # --- fit ---------------------------------------------------------------------------------
     def fit(
@@ -325,9 +321,10 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
                                weights=weights)
         snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X), self.save_freq) if self.save_freq else None
         self.timings_["init"] = time.perf_counter() - clock
-        run = contrastive_run(self._recipe(n_epochs=self._epochs(X.shape[0])), model, pairs, n=X.shape[0],
-                              store=store, callbacks=[*([snapshots] if snapshots else []), *callbacks],
-                              verbose=self.verbose, data_parallel=True)
+        make_run = tsne_run if self.negative_samples == "all" else contrastive_run
+        run = make_run(self._recipe(n_epochs=self._epochs(X.shape[0])), model, pairs, n=X.shape[0],
+                       store=store, callbacks=[*([snapshots] if snapshots else []), *callbacks],
+                       verbose=self.verbose, data_parallel=True)
 
         def keep(trainer: Any) -> None:
             self.timings_["optimisation"] = sum(trainer.epoch_seconds)
@@ -340,23 +337,6 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
 
         self._run_training(run.trainer, X, keep, output_folder=output_folder, resume=resume)
         return self
-
-    def _model(self, X: ArrayLike, init: np.ndarray | str, seed: int,
-               device: torch.device) -> tuple[nn.Module, FeatureStore | None]:
-        """The network and its input rows, or the table initialised as ``init`` asks."""
-        if self.parametric:
-            with fork_torch_rng(seed):
-                model: nn.Module = cne_network(X.shape[1], self._dim())
-            return model.to(device), feature_store(X, device, precision=self._precision())
-        if isinstance(init, str):
-            init = "spectral" if init == "pca" and self.knn_metric == "precomputed" else init
-            init = initial_coordinates(init, X, self.neighbor_graph_, self._dim(), seed)
-        return EmbeddingTable(init).to(device), None
-
-    def _embed_training(self, model: nn.Module, X: ArrayLike) -> np.ndarray:
-        if isinstance(model, EmbeddingTable):
-            return model.weight.detach().cpu().numpy().copy()
-        return self._encode(model, X, self._device()).cpu().numpy()
 
     def fit_transform(self, X: ArrayLike, y: object = None, **fit_params: Any) -> ArrayLike:
         """``fit(X, **fit_params)`` and return the training embedding (no extra pass)."""

@@ -40,7 +40,10 @@ def loss_mode(value: str) -> str:
 
 
 def negatives(value: int | str) -> int | str:
-    """Negatives per anchor, or ``"full"`` (``-1`` and ``"full-batch"`` are accepted for it)."""
+    """Negatives per anchor, ``"full"`` (``-1`` and ``"full-batch"`` are accepted for it) or
+    ``"all"`` (every point: :mod:`twinlearn.training.full_repulsion`)."""
+    if value == "all":
+        return value
     return "full" if value in (-1, "full", "full-batch") else int(value)
 
 
@@ -94,6 +97,8 @@ class ContrastiveRecipe:
         m = negatives(self.negative_samples)
         if m == "full":
             m = 2 * batch_size - 2 if batch_size else None
+        elif m == "all":
+            m = n - 1 if n else None
         needs_n = self.mode == "neg" and (self.s is not None or self.Z_bar is not None or self.early_exaggeration)
         if needs_n and (n is None or m is None):
             raise ValueError(
