@@ -17,7 +17,7 @@ def _first_epoch_settings(model: CNE, X: np.ndarray) -> dict:
     seen = {}
 
     def spy(trainer, epoch, loss):
-        seen.update(n_epochs=trainer.n_epochs, batch=trainer.pair_source.batch_size,
+        seen.update(n_epochs=trainer.n_epochs, batch=getattr(trainer.pair_source, "batch_size", None),
                     steps=len(trainer.pair_source))
         raise _Stop
 
@@ -60,3 +60,11 @@ def test_the_network_keeps_the_fixed_defaults():
     X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
     seen = _first_epoch_settings(CNE(parametric=True, random_state=0), X)
     assert seen["n_epochs"] == 200 and seen["batch"] == 32768
+
+
+def test_the_t_sne_end_takes_openTSNEs_750_steps_unless_told():
+    X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    seen = _first_epoch_settings(CNE(negative_samples="all", random_state=0), X)
+    assert seen["n_epochs"] == 750 and seen["steps"] == 1  # one full gradient step per epoch
+    told = _first_epoch_settings(CNE(negative_samples="all", n_epochs=20, random_state=0), X)
+    assert told["n_epochs"] == 20
