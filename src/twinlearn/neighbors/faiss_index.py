@@ -32,7 +32,7 @@ def _as_float32(block: ArrayLike, metric: str) -> np.ndarray:
 HNSW_M = 32
 
 
-def hnsw_ef_search(n: int, k: int) -> int:
+def hnsw_ef_search(k: int) -> int:
     """HNSW's search beam: at least 64, wider for large k (keeps the recall)."""
     return max(64, 2 * k)
 
@@ -63,7 +63,7 @@ def _build_index(d: int, method: str, metric: str, n: int, k: int):
         # search beam for large k keeps the recall
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss_metric)
         index.hnsw.efConstruction = 40
-        index.hnsw.efSearch = hnsw_ef_search(n, k)
+        index.hnsw.efSearch = hnsw_ef_search(k)
         return index
     n_lists = ivf_lists(n)
     # 8-bit codebooks want several training points per centroid: small data gets smaller ones
