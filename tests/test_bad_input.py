@@ -232,9 +232,10 @@ BAD_PARAMS: dict[str, dict[str, st.SearchStrategy]] = {
         "k": st.one_of(st.integers(N_SAMPLES, 10**6), st.integers(-10, 0), st.floats(1, 5)),
         "n_components": bad_count,
         "negative_samples": st.one_of(st.integers(-100, 0).filter(lambda m: m != -1), st.floats(0.5, 3),
-                                      not_one_of(("full", "full-batch"))),
-        "batch_size": st.one_of(st.integers(-5, 1), st.floats(2, 100), st.none()),
-        "n_epochs": bad_count,
+                                      not_one_of(("full", "full-batch", "all"))),
+        # None: chosen by the data's size
+        "batch_size": st.one_of(st.integers(-5, 1), st.floats(2, 100)),
+        "n_epochs": bad_count_or_none_ok,
         "transform_epochs": bad_count,
         "save_freq": st.one_of(st.integers(-10, -1), st.floats(0.5, 3), st.none()),
         "learning_rate": bad_positive.filter(lambda v: v is not None),

@@ -158,11 +158,20 @@ class DiskArray:
         return block
 
 
+def _float64_rows(X: Any, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a NumPy, sparse, CPU-tensor or on-disk ``X`` as dense float64."""
+    block = X[start:stop]
+    if hasattr(block, "toarray"):  # scipy sparse
+        block = block.toarray()
+    return np.asarray(block, dtype=np.float64)
+
+
 def pca_axes_by_blocks(X: Any, n_components: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact principal axes and mean of the rows of an on-disk ``X``, read once a block at a
-    time: the mean and covariance are accumulated in float64 (memory ``d²`` plus one block,
-    never ``X`` whole), the axes are the covariance's leading eigenvectors with scikit-learn's
-    signs (the largest entry of each positive).
+    """Exact principal axes and mean of the rows of ``X`` (on disk, in memory, sparse or a CPU
+    tensor), read once a block at a time: the mean and covariance are accumulated in float64
+    (memory ``d²`` plus one block, never ``X`` whole), the axes are the covariance's leading
+    eigenvectors with scikit-learn's signs (the largest entry of each positive). The same
+    rows give the same axes whatever holds them.
 
     Returns
     -------
@@ -173,10 +182,10 @@ def pca_axes_by_blocks(X: Any, n_components: int) -> tuple[np.ndarray, np.ndarra
     rows = max(1, BLOCK_VALUES // d)
     # sums around a provisional centre (the first row): a large common offset would otherwise
     # cancel catastrophically in E[x xᵀ] - E[x] E[x]ᵀ
-    shift = np.asarray(X[:1], dtype=np.float64)[0]
+    shift = _float64_rows(X, 0, 1)[0]
     total, gram = np.zeros(d), np.zeros((d, d))
     for start in range(0, n, rows):
-        block = np.asarray(X[start : start + rows], dtype=np.float64) - shift
+        block = _float64_rows(X, start, start + rows) - shift
         total += block.sum(0)
         gram += block.T @ block
     offset = total / n

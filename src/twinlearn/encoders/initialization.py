@@ -20,6 +20,8 @@ RANDOM_STD = 1e-4
 #: rows a linear encoder's PCA initialisation is fitted on (a random sample of larger data):
 #: the leading axes of 50 000 rows are those of the whole set for any practical purpose
 PCA_INIT_ROWS = 50_000
+#: widest data whose encoder start comes from the exact covariance (8 192² float64 = 512 MiB)
+COVARIANCE_MAX_FEATURES = 8192
 
 
 def _pca(X: np.ndarray | torch.Tensor | scipy.sparse.spmatrix, k: int, seed: int):
@@ -106,11 +108,15 @@ def initial_coordinates(
 
 def _principal_axes(X: np.ndarray | torch.Tensor | scipy.sparse.spmatrix, k: int,
                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` leading principal axes of the rows of ``X`` and their mean (a file on disk is
-    read a block at a time, never whole)."""
-    if is_out_of_core(X):
+    """The ``k`` leading principal axes of the rows of ``X`` and their mean, from the exact
+    covariance a block at a time: dense, sparse, tensor and on-disk inputs holding the same
+    rows start the encoder at the same axes (solvers that differ by input type would not).
+    Wider in-memory data than :data:`COVARIANCE_MAX_FEATURES` goes to scikit-learn's PCA."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu()
+    if X.shape[1] <= COVARIANCE_MAX_FEATURES or is_out_of_core(X):
         return pca_axes_by_blocks(X, k)
-    pca, X = _pca(X, k, seed)
+    pca, X = _pca(X, k, seed)  # wide data: a d × d covariance would not fit
     with np.errstate(invalid="ignore", divide="ignore"):  # as in pca_init: constant data is valid
         pca.fit(X)
     # ARPACK (sparse input) returns its axes as a reversed view, which torch cannot wrap

@@ -238,11 +238,13 @@ class ShardedIndex:
     def __init__(self, index: Any, X: Any) -> None:
         self.index, self.X = index, X
         self.metric = index.metric
+        # the graph's later steps show progress as the index does
+        self.show_progress = getattr(index, "show_progress", False)
 
     def query_self(self, k: int, on_device: bool = False) -> tuple[Any, Any]:
         """As ``KNNIndex.query_self``: the ``k`` nearest other rows of every row."""
-        if not is_distributed():
-            return self.index.query_self(k, on_device=on_device)
+        if not is_distributed():  # (a precomputed-distance index has no device to ask for)
+            return self.index.query_self(k, on_device=True) if on_device else self.index.query_self(k)
         from twinlearn.neighbors.faiss_index import drop_self
 
         n = self.index.n_samples
