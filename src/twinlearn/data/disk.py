@@ -193,7 +193,8 @@ def pca_axes_by_blocks(X: Any, n_components: int) -> tuple[np.ndarray, np.ndarra
     components = vectors[:, ::-1][:, :n_components].T  # largest eigenvalue first
     largest = np.argmax(np.abs(components), axis=1)
     components *= np.sign(components[np.arange(len(components)), largest])[:, None]
-    return np.ascontiguousarray(components), shift + offset
+    # a copy: a contiguous-looking 1 × 1 view can keep its negative stride, which torch refuses
+    return components.copy(), shift + offset
 
 
 def pca_scores_by_blocks(X: Any, n_components: int) -> np.ndarray:
