@@ -62,6 +62,14 @@ def test_index_memory_estimates_match_faiss():
     for method, tolerance in (("faiss", 0.01), ("hnsw", 0.05)):
         real = len(faiss.serialize_index(build_faiss_index(X, method="flat" if method == "faiss" else method)))
         assert abs(index_bytes(method, *X.shape) - real) < tolerance * real, method
+    # a high-dimensional HNSW graph holds the PCA projection (and the projection), not the rows;
+    # the estimate adds the projection's training sample, which faiss does not keep
+    wide = np.random.default_rng(0).normal(size=(4000, 300)).astype(np.float32)
+    real = len(faiss.serialize_index(build_faiss_index(wide, method="hnsw")))
+    sample = 4 * 300 * 4000
+    assert abs(index_bytes("hnsw", *wide.shape) - sample - real) < 0.05 * real
+    full = index_bytes("hnsw", *wide.shape, metric="inner_product")  # never projected
+    assert full > wide.nbytes and real < full / 2
     # IVF-PQ holds codes, not a copy of the vectors: far less than the data
     real = len(faiss.serialize_index(build_faiss_index(X, method="ivfpq-high")))
     assert real < X.nbytes / 2 and real < index_bytes("ivfpq-high", *X.shape)
@@ -98,6 +106,31 @@ def test_ivfpq_reranks_from_the_data_to_exact_distances(metric):
     assert (dist[:, -1] >= exact_dist[:, -1] - 1e-4).all()
     recall = np.mean([len(set(a) & set(b)) / 8 for a, b in zip(idx, exact_idx)])
     assert recall > 0.6
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_wide_hnsw_builds_on_a_projection_and_reranks_to_exact_distances(metric, mnist_small):
+    from twinlearn.neighbors.faiss_index import HNSW_PCA_DIM, build_faiss_index, hnsw_reduced_dim
+
+    X = mnist_small[0]  # 784 pixels: far more than the projection's dimensions
+    assert hnsw_reduced_dim(X.shape[1], metric) == HNSW_PCA_DIM
+    assert build_faiss_index(X[:500], method="hnsw", metric=metric).d == X.shape[1]
+    idx, dist = compute_knn(X, 10, method="hnsw", metric=metric)
+    exact_idx, _ = compute_knn(X, 10, method="faiss", metric=metric)
+    np.testing.assert_allclose(dist, _distances(X, idx, metric), rtol=1e-4, atol=1e-4)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, exact_idx)])
+    assert recall > 0.97
+    # new rows are placed among the indexed ones the same way
+    nbrs, _ = KNNIndex("hnsw", metric=metric).build(X).query(X[:50], 3)
+    assert (nbrs[:, 0] == np.arange(50)).all()
+
+
+def test_inner_products_and_narrow_rows_keep_their_own_hnsw_graph():
+    from twinlearn.neighbors.faiss_index import HNSW_PCA_DIM, hnsw_reduced_dim
+
+    assert hnsw_reduced_dim(784, "inner_product") is None
+    assert hnsw_reduced_dim(2 * HNSW_PCA_DIM, "euclidean") is None
+    assert hnsw_reduced_dim(2 * HNSW_PCA_DIM + 1, "euclidean") == HNSW_PCA_DIM
 
 
 def _distances(X, idx, metric):

@@ -18,6 +18,7 @@ from twinlearn.neighbors.faiss_index import (
     build_faiss_index,
     drop_self,
     fill_missing,
+    reranks,
     search_faiss,
 )
 from twinlearn.neighbors.graph import index_dtype
@@ -94,9 +95,9 @@ class KNNIndex:
         if scipy.sparse.issparse(X):
             pass  # searched exactly by sparse products, whatever the method
         elif self.method == "auto":
-            self.method = choose_knn_method(n, d, self.device, self.memory_budget)
+            self.method = choose_knn_method(n, d, self.device, self.memory_budget, metric=self.metric)
         elif self.memory_budget is not None:
-            check_memory_budget(self.method, n, d, self.memory_budget)
+            check_memory_budget(self.method, n, d, self.memory_budget, metric=self.metric)
         self._data = X
         self._faiss = None
         return self
@@ -142,8 +143,9 @@ class KNNIndex:
         return compact_indices(idx, self.n_samples), dist
 
     def _refine_data(self) -> ArrayLike | None:
-        """The rows an IVF-PQ index's candidates are re-ranked against (it holds only codes)."""
-        return self._data if self.method.startswith("ivfpq") else None
+        """The rows the candidates of an index of approximations (IVF-PQ codes, a PCA-reduced
+        HNSW graph) are re-ranked against."""
+        return self._data if reranks(self.method, self._data.shape[1], self.metric) else None
 
     def query(self, Q: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest database rows of every row of ``Q`` (exact searches use a faiss

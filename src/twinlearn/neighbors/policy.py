@@ -17,7 +17,14 @@ import re
 
 import torch
 
-from twinlearn.neighbors.faiss_index import HNSW_M, PQ_SUBQUANTIZERS, ivf_lists, pq_subquantizers
+from twinlearn.neighbors.faiss_index import (
+    HNSW_M,
+    PQ_SUBQUANTIZERS,
+    hnsw_reduced_dim,
+    ivf_lists,
+    n_train,
+    pq_subquantizers,
+)
 
 #: "auto" searches exactly up to this many points (and always on a GPU)
 AUTO_EXACT_MAX = 20000
@@ -62,22 +69,25 @@ def default_memory_budget() -> int:
     return available_memory() // 2
 
 
-def index_bytes(method: str, n: int, d: int) -> int:
+def index_bytes(method: str, n: int, d: int, metric: str = "euclidean") -> int:
     """Estimated bytes an index of ``n`` ``d``-dimensional points holds (the search's outputs
     and the data itself not counted).
 
     Exact and flat: the float32 vectors (the exact search holds a float32 copy). HNSW: the
-    vectors plus ``2·M`` int32 links per point on its base layer and ~16 bytes of upper layers
-    and offsets (faiss's serialized size for M=32 is within a few % of this). IVF-PQ: one code
-    of ``m`` bytes and an int64 id per point, the centroids and the training sample.
+    vectors (their PCA projection when
+    :func:`~twinlearn.neighbors.faiss_index.hnsw_reduced_dim` reduces them, plus the
+    projection's training sample and faiss's ``d × d`` eigenvectors) and ``2·M`` int32 links per point on its base layer and ~16
+    bytes of upper layers and offsets (faiss's serialized size for M=32 is within a few % of
+    this). IVF-PQ: one code of ``m`` bytes and an int64 id per point, the centroids and the
+    training sample.
     """
     if method in ("exact", "faiss"):
         return 4 * n * d
     if method == "hnsw":
-        return n * (4 * d + 2 * HNSW_M * 4 + 16)
+        reduced = hnsw_reduced_dim(d, metric)
+        links = n * (2 * HNSW_M * 4 + 16)
+        return links + (4 * n * d if reduced is None else 4 * n * reduced + 4 * d * (d + reduced + n_train(n, method)))
     m = pq_subquantizers(d, method)
-    from twinlearn.neighbors.faiss_index import n_train
-
     return n * (m + 8) + 4 * d * (ivf_lists(n) + n_train(n))
 
 
@@ -88,7 +98,7 @@ def search_bytes(n: int, k: int) -> int:
 
 
 def choose_knn_method(n: int, d: int, device: torch.device, memory_budget: int | None = None,
-                      k: int = 15) -> str:
+                      k: int = 15, metric: str = "euclidean") -> str:
     """The index ``"auto"`` builds for ``n`` points of ``d`` features.
 
     Exact (torch) up to :data:`AUTO_EXACT_MAX` points or on a GPU, else HNSW while it fits
@@ -104,16 +114,17 @@ def choose_knn_method(n: int, d: int, device: torch.device, memory_budget: int |
     exact = n <= AUTO_EXACT_MAX or device.type == "cuda"
     candidates = ("exact",) if exact else ("hnsw", *_COMPRESSED)
     for method in candidates:
-        if index_bytes(method, n, d) + search_bytes(n, k) <= budget:
+        if index_bytes(method, n, d, metric) + search_bytes(n, k) <= budget:
             return method
-    check_memory_budget(candidates[-1], n, d, budget, k)
+    check_memory_budget(candidates[-1], n, d, budget, k, metric)
     return candidates[-1]
 
 
-def check_memory_budget(method: str, n: int, d: int, memory_budget: int | None, k: int = 15) -> None:
+def check_memory_budget(method: str, n: int, d: int, memory_budget: int | None, k: int = 15,
+                        metric: str = "euclidean") -> None:
     """A ``ValueError`` when ``method``'s index and graph for ``n`` points exceed the budget."""
     budget = default_memory_budget() if memory_budget is None else memory_budget
-    need = index_bytes(method, n, d) + search_bytes(n, k)
+    need = index_bytes(method, n, d, metric) + search_bytes(n, k)
     if need > budget:
         smallest = "" if method == _COMPRESSED[-1] else f" ({_COMPRESSED[-1]!r} is the smallest index)"
         raise ValueError(
