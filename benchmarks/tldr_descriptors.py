@@ -1,9 +1,11 @@
 """TLDR's own promise on real descriptors: does it keep each point's neighbours better than PCA?
 
 For each descriptor set and each d, side by side in one run: PCA, PCA-whitening, a Gaussian
-random projection, and TLDR with its encoder started at random (the original's, and this
-library's former default: ``encoder_init="random"``) and at PCA (the default,
-``encoder_init="auto"``), for each TLDR setting asked for. Figures:
+random projection, and the TLDR variants asked for (``--variants``), for each TLDR setting asked
+for: ``default`` (``TLDR()``'s own: PCA start, orthonormal output basis), ``trained`` (PCA start,
+the weights as trained: ``output_basis="trained"``, the former default), ``random`` (random
+start, weights as trained: the original's) and ``k5`` (the default with ``n_neighbors=5``, the
+library's own, in place of the fast setting's 20). Figures:
 
 ``recall10``  recall@10 of the true neighbours: the share of each query's 10 nearest neighbours
               in the input space that are among its 10 nearest in the reduced space (a fixed
@@ -51,7 +53,13 @@ SETTINGS = {
     "default": {},
     "fast": {"projector": "mlp-1-512", "n_neighbors": 20, "learning_rate": 1.6},
 }
-INITS = {"random init (old default)": "random", "PCA init (new default)": "auto"}
+#: TLDR variants: label and the parameters that differ from the setting's
+VARIANTS = {
+    "default": ("PCA start, orthonormal basis (default)", {}),
+    "trained": ("PCA start, trained basis", {"output_basis": "trained"}),
+    "random": ("random start, trained basis", {"encoder_init": "random", "output_basis": "trained"}),
+    "k5": ("PCA start, orthonormal basis, 5 neighbours", {"n_neighbors": 5}),
+}
 
 
 def load_set(name: str, args) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -96,9 +104,10 @@ def tldr_rows(d: int, data, knn: np.ndarray, args) -> list[dict]:
     rows = []
     for setting in args.settings:
         epochs = args.default_epochs if setting == "default" else args.fast_epochs
-        for label, init in INITS.items():
-            model = TLDR(n_components=d, n_epochs=epochs, encoder_init=init, random_state=args.seed,
-                         **SETTINGS[setting])
+        for variant in args.variants:
+            label, params = VARIANTS[variant]
+            model = TLDR(n_components=d, n_epochs=epochs, random_state=args.seed,
+                         **{**SETTINGS[setting], **params})
             with timed() as t:
                 model.fit(data[0], knn_graph=knn)
             rows.append({"method": f"TLDR {setting} {epochs} ep, {label}", "fit_s": t.seconds,
@@ -127,6 +136,7 @@ def main(argv=None) -> None:
     p.add_argument("--sets", nargs="+", default=["mnist", "minilm", "cifar"], choices=["mnist", "minilm", "cifar"])
     p.add_argument("--dims", nargs="+", type=int, default=[8, 16, 32])
     p.add_argument("--settings", nargs="+", default=["fast"], choices=list(SETTINGS))
+    p.add_argument("--variants", nargs="+", default=["trained", "default"], choices=list(VARIANTS))
     p.add_argument("--default-epochs", type=int, default=5)
     p.add_argument("--fast-epochs", type=int, default=10)
     p.add_argument("--mnist-train", type=int, default=10_000)

@@ -46,7 +46,15 @@ from twinlearn.estimators._params import (
 )
 from twinlearn.estimators._tldr_knn import TLDRKNN
 from twinlearn.estimators._tldr_model import (
-    ENCODER_INITS, build_loss, build_modules, check_encoder_init, initialise_encoder,
+    ENCODER_INITS,
+    OUTPUT_BASES,
+    build_loss,
+    build_modules,
+    check_encoder_init,
+    check_output_basis,
+    initialise_encoder,
+    orthonormalise_encoder,
+    resolve_output_basis,
 )
 from twinlearn.io import split_prefix
 from twinlearn.neighbors import KNN_METHODS
@@ -123,6 +131,15 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         ``"pca"``: a ``"linear"`` encoder starts as PCA (weights: the leading principal axes;
         see :func:`~twinlearn.encoders.initialization.init_linear_encoder`); ``"random"``:
         PyTorch's initialisation (the original's); ``"auto"``: PCA for a linear encoder.
+    output_basis : {"auto", "orthonormal", "trained"}, default="auto"
+        The output axes of a ``"linear"`` encoder after ``fit``. ``"orthonormal"``: its weight
+        rows are replaced by an orthonormal basis of their span, taken in order (QR), so the
+        output is an orthogonal projection onto the learned directions, as PCA's is onto its
+        axes, and each prefix ``[:m]`` spans what the trained prefix spanned (``nesting_dims``
+        stay nested). ``"trained"``: the weights as trained (the original's; Barlow Twins is
+        blind to a linear mixing of the encoder's outputs, so training stretches and mixes
+        them). ``"auto"``: ``"orthonormal"`` for a linear encoder with ``n_components <=
+        n_features``, else ``"trained"``.
 
     Attributes
     ----------
@@ -138,11 +155,13 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
 
     Notes
     -----
-    The defaults are the original's but for ``encoder_init``, ``knn_method`` and ``precision``.
-    From a random start the linear encoder keeps far fewer true neighbours than PCA; from PCA,
-    more on token vectors, fewer on CIFAR features (training skews the output basis, to which
-    Barlow Twins is blind; see benchmarks/tldr_descriptors.py). ``knn_method="auto"`` searches
-    an approximate index above the exact search's size; ``precision="auto"`` is fp32 unless the
+    The defaults are the original's but for ``encoder_init``, ``output_basis``, ``knn_method``
+    and ``precision``. From a random start the linear encoder keeps far fewer true neighbours
+    than PCA; from PCA with the trained basis, more on token vectors but fewer on CIFAR features
+    and MNIST (training stretches the output axes, to which Barlow Twins is blind); with the
+    orthonormal basis it is within 0.015 recall@10 of PCA there and ahead on token vectors (see
+    benchmarks/RESULTS.md, benchmarks/tldr_descriptors.py). ``knn_method="auto"`` searches an
+    approximate index above the exact search's size; ``precision="auto"`` is fp32 unless the
     device runs bf16 natively (the original's: ``precision="fp32"``). The fast setting measured
     on MNIST (benchmarks/RESULTS.md, examples/tldr_mnist.py) is ``projector="mlp-1-512",
     learning_rate=1.6, n_neighbors=20``, with ``n_epochs=5`` for an ``"mlp-1-512"`` encoder (20
@@ -166,7 +185,7 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         norm_layer: str = "BN", weight_decay: float = 1e-6, precision: str = "auto",
         nesting_dims: list[int] | None = None, knn_metric: str | None = None,
         target_weight: float = 0.5, knn_memory_budget: int | str | None = None,
-        encoder_init: str = "auto",
+        encoder_init: str = "auto", output_basis: str = "auto",
     ) -> None:
         self._store_init_args(locals())
 
@@ -196,12 +215,14 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         "precision": PRECISION,
         "nesting_dims": NESTING_DIMS,
         "encoder_init": Options(ENCODER_INITS),
+        "output_basis": Options(OUTPUT_BASES),
     }
 
     def _check_param_relations(self) -> None:
         if self.nesting_dims is not None:
             check_nesting_dims(self.nesting_dims, self.n_components)
         check_encoder_init(self.encoder_init, self.encoder)
+        check_output_basis(self.output_basis, self.encoder)
         self._knn_metric()
 
     # --- model -------------------------------------------------------------------------------
@@ -255,6 +276,7 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
         batch = check_int(self.batch_size if batch_size is None else batch_size, "batch_size", 2)
         self._check_run_options(output_folder, resume, snapshot_freq)
         X = self._validate_fit_data(X)
+        basis = resolve_output_basis(self.output_basis, self.encoder, self.n_components, X.shape[1])
         codes = check_labels(y, X.shape[0])
         k = self._neighbors_for(self.n_neighbors, X.shape[0])
         batch = min(batch, X.shape[0])  # small data trains in one batch per epoch
@@ -275,6 +297,8 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
                           precision=precision, verbose=self.verbose, print_every=print_every, data_parallel=True)
 
         def keep(trainer: Trainer) -> None:
+            if basis == "orthonormal":
+                orthonormalise_encoder(encoder[0], projector)
             self.knn_indices_ = knn.cpu().numpy()
             self.encoder_ = encoder.eval()
             self.projector_ = projector.eval() if retain_projector else None
