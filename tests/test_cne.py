@@ -396,3 +396,14 @@ def test_place_points_starts_at_the_membership_weighted_mean():
     np.testing.assert_allclose(place_points(emb, nbrs, still, weights=weights, **kw),
                                [[0.0, 0.0], [6.25, 3.75]], atol=1e-3)
     np.testing.assert_allclose(place_points(emb, nbrs, still, **kw), [[10 / 3, 10 / 3], [5.0, 5.0]], atol=1e-4)
+
+
+def test_place_points_drops_memberships_too_small_to_draw():
+    from twinlearn.training.contrastive import ContrastiveRecipe
+    from twinlearn.training.placement import place_points
+
+    emb = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], np.float32)
+    recipe = ContrastiveRecipe(loss_mode="umap", n_epochs=3, learning_rate=0.1, early_exaggeration=False)
+    placed = place_points(emb, np.array([[0, 1, 2]]), recipe, batch_size=64, device=torch.device("cpu"),
+                          seed=0, weights=np.array([[1.0, 1e-50, 0.0]]))  # exp() underflows to these
+    assert np.isfinite(placed).all() and np.abs(placed).max() < 3  # next to its one real neighbour

@@ -112,10 +112,10 @@ def test_transform_places_by_fuzzy_memberships_unless_told(monkeypatch):
     assert mean is None and fuzzy_lr == pytest.approx(0.5 * mean_lr)
 
 
-def test_the_umap_loss_takes_ten_negatives_on_small_tables_unless_told(monkeypatch):
+def test_the_umap_loss_takes_fifteen_negatives_on_small_tables_unless_told(monkeypatch):
     X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
     assert CNE().negative_samples is None
-    assert _first_epoch_settings(CNE(loss_mode="umap", random_state=0), X)["negatives"] == 10
+    assert _first_epoch_settings(CNE(loss_mode="umap", random_state=0), X)["negatives"] == 15
     assert _first_epoch_settings(CNE(loss_mode="umap", negative_samples=5, random_state=0), X)["negatives"] == 5
     assert _first_epoch_settings(CNE(loss_mode="neg", random_state=0), X)["negatives"] == 5
     assert _first_epoch_settings(CNE(loss_mode="umap", parametric=True, random_state=0), X)["negatives"] == 5

@@ -86,7 +86,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         Neighbours per point of the kNN graph before union symmetrisation (``k`` accepted too);
         at most ``n_samples - 1`` (smaller data uses all other points, with a warning).
     negative_samples : int, "full" or "all", optional
-        Negatives per edge. Default (None): 5, and 10 for ``loss_mode="umap"`` on a table of up
+        Negatives per edge. Default (None): 5, and 15 for ``loss_mode="umap"`` on a table of up
         to 10 000 points, where they lift 10-NN accuracy (``negative_samples=5``: the fixed
         default before; see benchmarks/RESULTS.md). ``"all"``: t-SNE, every point a negative
         by grid-interpolated repulsion (2-D table, InfoNCE; an epoch is one gradient step):
