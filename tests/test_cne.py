@@ -82,12 +82,13 @@ def test_dedup_objective_equals_two_passes():
 @pytest.mark.parametrize("mode", ["infonce", "neg", "nce", "umap"])
 def test_every_loss_separates_blobs(blobs, mode):
     X, y = blobs
-    model = CNE(loss_mode=mode, n_epochs=30, batch_size=1024, random_state=0)
+    # 100 epochs: the UMAP loss's 15 negatives (its default on small data) need more than 30
+    model = CNE(loss_mode=mode, n_epochs=100, batch_size=1024, random_state=0)
     Y = model.fit_transform(X)
     assert Y.shape == (300, 2) and np.isfinite(Y).all()
     assert knn_accuracy(Y[:200], y[:200], Y[200:], y[200:]) > 0.97
     # losses compare within a phase: after early exaggeration (first third) it must fall
-    assert model.loss_history_[-1] < model.loss_history_[30 // 3]
+    assert model.loss_history_[-1] < model.loss_history_[100 // 3]
 
 
 def test_quality_on_5000_mnist_points(mnist):
