@@ -161,12 +161,10 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     transform_epochs : int, default=50
         Optimisation epochs that place new points in a non-parametric ``transform``.
     placement : {"fuzzy", "mean"}, default="fuzzy"
-        How a non-parametric ``transform`` places a new point, given its ``n_neighbors``
-        nearest training points. ``"fuzzy"`` (as umap-learn): their UMAP membership
-        strengths weight its start (the weighted mean of their embeddings) and its edges (each
-        drawn with probability ``w / max w`` per epoch), at half the training LR. ``"mean"``:
-        the plain mean, every edge every epoch, the training LR (the behaviour before; 0.876 vs
-        0.894 placed 10-NN accuracy on MNIST-5k, see benchmarks/RESULTS.md).
+        A non-parametric ``transform``, as umap-learn's: the UMAP memberships of a new point's
+        ``n_neighbors`` nearest training points weight its start (the weighted mean of their
+        embeddings) and its edges (drawn ``w / max w`` as often), at half the training LR.
+        ``"mean"``: plain mean, every edge every epoch, the training LR (before; see RESULTS).
     save_freq : int, default=0
         Keep a snapshot of the embedding every this many epochs (0: none), in
         ``embedding_snapshots_``.
