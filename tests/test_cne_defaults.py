@@ -1,11 +1,19 @@
 """CNE's defaults that follow the data's size: epochs (umap-learn's rule) and the batch (about
-16 steps per epoch); the old fixed values stay reachable by passing them."""
+16 steps per epoch); the UMAP loss's kernel and the placement of new points, as umap-learn's;
+the old values stay reachable by passing them."""
 
 import numpy as np
 import pytest
 
+import twinlearn.estimators._cne_inputs as cne_inputs
 from twinlearn import CNE
-from twinlearn.estimators._cne_inputs import default_batch_size, default_epochs, edges_per_epoch
+from twinlearn.estimators._cne_inputs import (
+    UMAP_A,
+    UMAP_B,
+    default_batch_size,
+    default_epochs,
+    edges_per_epoch,
+)
 
 
 class _Stop(Exception):
@@ -18,7 +26,8 @@ def _first_epoch_settings(model: CNE, X: np.ndarray) -> dict:
 
     def spy(trainer, epoch, loss):
         seen.update(n_epochs=trainer.n_epochs, batch=getattr(trainer.pair_source, "batch_size", None),
-                    steps=len(trainer.pair_source))
+                    steps=len(trainer.pair_source),
+                    negatives=getattr(getattr(trainer.objective, "loss", None), "negative_samples", None))
         raise _Stop
 
     with pytest.raises(_Stop):
@@ -53,7 +62,7 @@ def test_fit_uses_the_size_defaults_and_the_old_ones_when_given():
     assert auto["batch"] == default_batch_size(graph.data.sum() / graph.data.max())
     assert auto["steps"] > 1
     old = _first_epoch_settings(CNE(n_epochs=200, batch_size=32768, random_state=0), X)
-    assert old == {"n_epochs": 200, "batch": 32768, "steps": 1}
+    assert old == {"n_epochs": 200, "batch": 32768, "steps": 1, "negatives": 5}
 
 
 def test_the_network_keeps_the_fixed_defaults():
@@ -68,3 +77,47 @@ def test_the_t_sne_end_takes_openTSNEs_750_steps_unless_told():
     assert seen["n_epochs"] == 750 and seen["steps"] == 1  # one full gradient step per epoch
     told = _first_epoch_settings(CNE(negative_samples="all", n_epochs=20, random_state=0), X)
     assert told["n_epochs"] == 20
+
+
+def test_the_umap_loss_takes_umap_learns_kernel_unless_told():
+    X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    def fit(**kw):
+        return CNE(n_epochs=3, random_state=0, **kw).fit(X).embedding_
+
+    default = fit(loss_mode="umap")
+    np.testing.assert_array_equal(default, fit(loss_mode="umap", a=UMAP_A, b=UMAP_B))
+    assert np.abs(default - fit(loss_mode="umap", a=1, b=1)).max() > 1e-3  # the Cauchy kernel before
+    np.testing.assert_array_equal(fit(loss_mode="neg"), fit(loss_mode="neg", a=1, b=1))
+    with pytest.raises(ValueError, match="cosine"):
+        CNE(metric="cosine", a=2.0).fit(X)
+    with pytest.raises(ValueError, match="a, b"):
+        CNE(negative_samples="all", b=0.9).fit(X)
+
+
+def test_transform_places_by_fuzzy_memberships_unless_told(monkeypatch):
+    X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    seen = []
+
+    def spy(embedding, neighbors, recipe, **kw):
+        seen.append((kw["weights"], recipe.learning_rate))
+        return np.zeros((len(neighbors), embedding.shape[1]), np.float32)
+
+    monkeypatch.setattr(cne_inputs, "place_points", spy)
+    for placement in ("fuzzy", "mean"):
+        model = CNE(n_epochs=2, random_state=0, placement=placement).fit(X)
+        model.transform(X[:7] + 0.01)
+    (fuzzy, fuzzy_lr), (mean, mean_lr) = seen
+    assert CNE().placement == "fuzzy"
+    assert fuzzy.shape == (7, 15) and np.allclose(fuzzy.max(axis=1), 1.0) and fuzzy.min() < 0.5
+    assert mean is None and fuzzy_lr == pytest.approx(0.5 * mean_lr)
+
+
+def test_the_umap_loss_takes_fifteen_negatives_on_small_tables_unless_told(monkeypatch):
+    X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    assert CNE().negative_samples is None
+    assert _first_epoch_settings(CNE(loss_mode="umap", random_state=0), X)["negatives"] == 15
+    assert _first_epoch_settings(CNE(loss_mode="umap", negative_samples=5, random_state=0), X)["negatives"] == 5
+    assert _first_epoch_settings(CNE(loss_mode="neg", random_state=0), X)["negatives"] == 5
+    assert _first_epoch_settings(CNE(loss_mode="umap", parametric=True, random_state=0), X)["negatives"] == 5
+    monkeypatch.setattr(cne_inputs, "SMALL_DATA", 299)  # the same data counted as large
+    assert _first_epoch_settings(CNE(loss_mode="umap", random_state=0), X)["negatives"] == 5

@@ -79,3 +79,19 @@ def test_sum_reduction_and_scale():
     mean = ContrastiveLoss("infonce", negative_samples="full")(za, zp)
     total = ContrastiveLoss("infonce", negative_samples="full", reduction="sum", loss_scale=0.5)(za, zp)
     assert float(total) == pytest.approx(float(mean) * 4 * 0.5, rel=1e-6)
+
+
+def test_umap_kernel_is_umap_learns_curve():
+    """``CauchyKernel.umap(a, b)`` is ``1/(1 + a·d^{2b})``; (1, 1) is the Cauchy kernel."""
+    a_, b_ = torch.zeros(3, 2), torch.tensor([[0.5, 0.0], [1.0, 1.0], [3.0, -2.0]])
+    d = b_.norm(dim=1)
+    umap = CauchyKernel.umap(1.577, 0.8951)
+    torch.testing.assert_close(umap.log_sim(a_, b_), -torch.log1p(1.577 * d ** (2 * 0.8951)))
+    torch.testing.assert_close(CauchyKernel.umap(1.0, 1.0).log_sim(a_, b_), CauchyKernel().log_sim(a_, b_))
+    z = torch.zeros(1, 2, requires_grad=True)  # d = 0: no NaN gradient for b < 1
+    umap.log_sim(z, torch.zeros(1, 2)).sum().backward()
+    assert torch.equal(z.grad, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="power"):
+        CauchyKernel(power=0.5)
+    with pytest.raises(ValueError, match="power"):
+        CauchyKernel(dof=2.0, power=0.9)

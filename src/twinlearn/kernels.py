@@ -23,18 +23,29 @@ class CauchyKernel:
 
     ``dof=1, eps=1`` is the Cauchy kernel ``1/(1 + d²)`` of t-SNE, CNE and t-SimCNE;
     ``eps → 0`` gives CNE's UMAP-like ``1/d²``. ``scale`` multiplies distances first
-    (t-SimCNE's temperature ``t``: ``1/(1 + (t·d)²)``).
+    (t-SimCNE's temperature ``t``: ``1/(1 + (t·d)²)``). ``power`` (``dof=1`` only) raises the
+    scaled squared distance: ``1/(eps + (scale·d)^{2·power})``, umap-learn's ``1/(1 + a·d^{2b})``
+    with ``power = b`` and ``scale = a^{1/(2b)}`` (:meth:`umap`).
     """
 
     name = "cauchy"
     bounded_by_one = True
 
-    def __init__(self, dof: float = 1.0, eps: float = 1.0, scale: float = 1.0) -> None:
-        self.dof, self.eps, self.scale = float(dof), float(eps), float(scale)
+    def __init__(self, dof: float = 1.0, eps: float = 1.0, scale: float = 1.0, power: float = 1.0) -> None:
+        self.dof, self.eps, self.scale, self.power = float(dof), float(eps), float(scale), float(power)
+        if self.power != 1.0 and (self.dof != 1.0 or self.power <= 0.5):
+            raise ValueError(f"power={power} needs dof=1 and power > 0.5 (a finite gradient at d = 0)")
         self.bounded_by_one = self.eps >= 1.0
+
+    @classmethod
+    def umap(cls, a: float, b: float, eps: float = 1.0) -> CauchyKernel:
+        """umap-learn's ``1/(eps + a·d^{2b})``."""
+        return cls(eps=eps, scale=a ** (0.5 / b), power=b)
 
     def _from_sq(self, sq: torch.Tensor) -> torch.Tensor:
         sq = sq * self.scale**2
+        if self.power != 1.0:  # the clamp keeps d^{2b}'s gradient finite (zero) at d = 0
+            return -torch.log(self.eps + sq.clamp_min(1e-30) ** self.power)
         if self.dof == 1.0:
             return -torch.log(self.eps + sq)
         return -0.5 * (self.dof + 1) * torch.log(self.eps + sq / self.dof)

@@ -85,9 +85,12 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     n_neighbors : int, default=15
         Neighbours per point of the kNN graph before union symmetrisation (``k`` accepted too);
         at most ``n_samples - 1`` (smaller data uses all other points, with a warning).
-    negative_samples : int, "full" or "all", default=5
-        ``"all"``: t-SNE, every point a negative by grid-interpolated repulsion (2-D table,
-        InfoNCE; an epoch is one gradient step): :mod:`twinlearn.training.full_repulsion`.
+    negative_samples : int, "full" or "all", optional
+        Negatives per edge. Default (None): 5, and 15 for ``loss_mode="umap"`` on a table of up
+        to 10 000 points, where they lift 10-NN accuracy (``negative_samples=5``: the fixed
+        default before; see benchmarks/RESULTS.md). ``"all"``: t-SNE, every point a negative
+        by grid-interpolated repulsion (2-D table, InfoNCE; an epoch is one gradient step):
+        :mod:`twinlearn.training.full_repulsion`.
     n_epochs : int, optional
         Passes over every directed edge of the graph. Default (None): for the table 500 up to
         10 000 points, 200 above, as umap-learn (750 steps with ``negative_samples="all"``, as
@@ -113,6 +116,11 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     temperature : float, default=0.5
     eps : float, default=1.0
         Cauchy kernel ``1/(eps + d²)``.
+    a, b : float, optional
+        umap-learn's kernel ``1/(eps + a·d^{2b})`` (``metric="euclidean"``; ``b > 0.5``).
+        Default (None): umap-learn's ``a = 1.577, b = 0.8951`` (its ``min_dist=0.1``) with
+        ``loss_mode="umap"``, where they lift 10-NN accuracy and recall (benchmarks/RESULTS.md),
+        else ``a = b = 1``, the Cauchy kernel (``a=1, b=1``: the UMAP loss's kernel before).
     momentum, weight_decay : float, default=0
     anneal_lr : {"linear", "cosine", "none"} or bool, default="linear"
     lr_min_factor : float, default=0
@@ -152,6 +160,11 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         Autocast of the network; ``"auto"``: bf16 where native (AMX/AVX512-BF16, GPU), else fp32.
     transform_epochs : int, default=50
         Optimisation epochs that place new points in a non-parametric ``transform``.
+    placement : {"fuzzy", "mean"}, default="fuzzy"
+        A non-parametric ``transform``, as umap-learn's: the UMAP memberships of a new point's
+        ``n_neighbors`` nearest training points weight its start (the weighted mean of their
+        embeddings) and its edges (drawn ``w / max w`` as often), at half the training LR.
+        ``"mean"``: plain mean, every edge every epoch, the training LR (before; see RESULTS).
     save_freq : int, default=0
         Keep a snapshot of the embedding every this many epochs (0: none), in
         ``embedding_snapshots_``.
@@ -194,7 +207,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
 
     def __init__(
         self, loss_mode: str = "infonce", metric: str = "euclidean", parametric: bool = False,
-        n_components: int = 2, n_neighbors: int = 15, negative_samples: int | str = 5,
+        n_components: int = 2, n_neighbors: int = 15, negative_samples: int | str | None = None,
         n_epochs: int | None = None, batch_size: int | None = None, learning_rate: float | None = None,
         optimizer: str | None = None, s: float | None = None, Z_bar: float | None = None,
         neg_spec: float | None = None, ince_spec: float | None = None,
@@ -207,12 +220,13 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         random_state: int | np.random.Generator | None = None, verbose: int = 0,
         embd_dim: int | None = None, k: int | None = None, knn_metric: str = "euclidean",
         target_weight: float = 0.5, knn_memory_budget: int | str | None = None,
+        a: float | None = None, b: float | None = None, placement: str = "fuzzy",
     ) -> None:
         self._store_init_args(locals())
 
     _parameter_constraints = {
         **CONTRASTIVE_CONSTRAINTS,
-        "negative_samples": AnyOf((CONTRASTIVE_CONSTRAINTS["negative_samples"], Options(("all",)))),
+        "negative_samples": none_or(AnyOf((CONTRASTIVE_CONSTRAINTS["negative_samples"], Options(("all",))))),
         "parametric": BOOLEAN,
         "n_components": Integer(1, MAX_WIDTH),
         "n_neighbors": Integer(1, MAX_NEIGHBORS),
@@ -229,6 +243,9 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         "k": none_or(Integer(1, MAX_NEIGHBORS)),
         "knn_metric": Options((*KNN_METRICS, "precomputed")),
         "target_weight": Real(0.0, 1.0, strict=False),
+        "a": none_or(Real(0.0, 1e6)),
+        "b": none_or(Real(0.5, 10.0)),
+        "placement": Options(("fuzzy", "mean")),
     }
 
     # --- parameters --------------------------------------------------------------------------
@@ -243,6 +260,8 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         if self.parametric and self.knn_metric == "precomputed":
             raise ValueError("knn_metric='precomputed' needs parametric=False: a network needs "
                              "features (pass knn_graph= for your own graph)")
+        if self.metric == "cosine" and (self.a, self.b) != (None, None):
+            raise ValueError("a and b shape the Euclidean kernel 1/(eps + a·d^(2b)); metric='cosine' has none")
         check_contrastive_relations(self.get_params(deep=False))
         check_full_repulsion(self.get_params(deep=False), self._dim())
 
@@ -322,7 +341,8 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X), self.save_freq) if self.save_freq else None
         self.timings_["init"] = time.perf_counter() - clock
         make_run = tsne_run if self.negative_samples == "all" else contrastive_run
-        run = make_run(self._recipe(n_epochs=self._epochs(X.shape[0])), model, pairs, n=X.shape[0],
+        recipe = self._recipe(n_epochs=self._epochs(X.shape[0]), negative_samples=self._negatives(X.shape[0]))
+        run = make_run(recipe, model, pairs, n=X.shape[0],
                        store=store, callbacks=[*([snapshots] if snapshots else []), *callbacks],
                        verbose=self.verbose, data_parallel=True)
 
@@ -353,8 +373,9 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
             Integer indices return those rows of the training embedding. New data runs through
             the network (parametric) or is placed against the frozen training embedding
             (non-parametric): each point starts at the mean of its ``n_neighbors`` nearest
-            training points' embeddings, then ``transform_epochs`` of the same loss attract it to
-            them while it is repelled from random training points.
+            training points' embeddings (weighted as ``placement`` says), then
+            ``transform_epochs`` of the same loss attract it to them while it is repelled from
+            random training points.
         n_components : int, optional
             Keep only the first ``n_components`` dimensions (a nested model's smaller embedding).
 

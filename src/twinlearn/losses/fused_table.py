@@ -116,33 +116,46 @@ def _push(W, grad, a, b, w):  # pragma: no cover - compiled
         grad[b, k] -= w * diff
 
 
-def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, grad, start, stop):  # pragma: no cover
+def _denominator(sq, eps, c, power):  # pragma: no cover - compiled
+    """``D = eps + (c·d²)^power = 1/q`` and ``∂D/∂d²`` (0 at d = 0 for a power below 1, where
+    the product with the zero difference vanishes)."""
+    if power == 1.0:
+        return eps + c * sq, c
+    if sq <= 0.0:
+        return eps, 0.0
+    # in float32: ~10 ns against ~45 for float64's pow, which took ~1/3 of an MNIST-70k fit
+    t = math.exp(np.float32(power) * math.log(np.float32(c * sq)))
+    return eps + t, power * t / sq
+
+
+def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor, grad, start, stop):  # pragma: no cover
     """Sum over anchors ``start..stop-1`` of the per-anchor loss; adds ``factor · ∂loss/∂W``
     into ``grad`` and returns ``(loss, ∂loss/∂log ξ)`` (the latter for NCE's learned ``log Z``).
 
     ``draws`` are the raw ``randint(2B − 2)`` values of :func:`sample_negatives`, mapped here
     the same way (skip the anchor ``i`` and its positive ``i + B``). Everything is written with
-    ``D = eps + c·d² = 1/q`` with one division per candidate (three before: 0.39 → 0.26 s per
+    ``D = eps + (c·d²)^power = 1/q`` with one division per candidate (three before: 0.39 → 0.26 s per
     MNIST epoch together with the edge gather), and each anchor's loss terms are multiplied
     before one log; the rest of the loop's time is the latency of random table rows.
     """
     B, m = draws.shape
     rows = np.empty(m, np.int64)
     D = np.empty(m, np.float64)
+    dD = np.empty(m, np.float64)
     wgt = np.empty(m, np.float64)
     xi = math.exp(log_xi)
     total = 0.0
     dlog_xi = 0.0
     for i in range(start, stop):
         a, p = heads[i], tails[i]
-        Dp = eps + c * _sq_dist(W, a, p)
+        Dp, dDp = _denominator(_sq_dist(W, a, p), eps, c, power)
         for j in range(m):
             r = draws[i, j]
             r += r >= i
             r += r >= i + B
             rows[j] = heads[r] if r < B else tails[r - B]
-            D[j] = eps + c * _sq_dist(W, a, rows[j])
-        # w_pos and wgt[j]: ∂ℓ/∂d² of the positive and of each negative, over c
+            D[j], dD[j] = _denominator(_sq_dist(W, a, rows[j]), eps, c, power)
+        # w_pos and wgt[j]: ∂ℓ/∂D of the positive and of each negative (times ∂D/∂d² below)
         if mode == 0:
             loss, w_pos = _infonce_terms(Dp, D, wgt, spec)
         elif mode == 1 or mode == 2:
@@ -151,20 +164,20 @@ def _anchor_range(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, gr
         else:
             loss, w_pos = _umap_terms(Dp, D, wgt)
         total += loss
-        _push(W, grad, a, p, 2.0 * c * w_pos * factor)
+        _push(W, grad, a, p, 2.0 * dDp * w_pos * factor)
         for j in range(m):
-            _push(W, grad, a, rows[j], 2.0 * c * wgt[j] * factor)
+            _push(W, grad, a, rows[j], 2.0 * dD[j] * wgt[j] * factor)
     return total, dlog_xi
 
 
 if HAVE_NUMBA:
     _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-    _sq_dist, _infonce_terms, _neg_terms, _umap_terms, _push = (
-        _jit(f) for f in (_sq_dist, _infonce_terms, _neg_terms, _umap_terms, _push))
+    _sq_dist, _denominator, _infonce_terms, _neg_terms, _umap_terms, _push = (
+        _jit(f) for f in (_sq_dist, _denominator, _infonce_terms, _neg_terms, _umap_terms, _push))
     _anchor_range = _jit(_anchor_range)
 
 
-def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, buffers, pool):
+def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor, buffers, pool):
     """:func:`_anchor_range` over all anchors, one chunk per gradient buffer, run by ``pool``
     (or inline for one buffer); returns ``(loss, ∂loss/∂log ξ)``.
 
@@ -173,7 +186,7 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, factor, buffe
     chunk accumulates its gradient in a buffer of its own, since anchors of different chunks
     share table rows; the caller sums them in a fixed order, so results do not depend on timing.
     """
-    args = (W, heads, tails, draws, mode, spec, log_xi, eps, c, factor)
+    args = (W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor)
     B, n_chunks = draws.shape[0], len(buffers)
     if pool is None or n_chunks == 1:
         return _anchor_range(*args, buffers[0], 0, B)
@@ -206,15 +219,15 @@ def _sparse_grad(buffers: torch.Tensor, heads: torch.Tensor, tails: torch.Tensor
 
 class _FusedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, factor, pool, n_chunks,
-                buffers):
+    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, power, factor, pool,
+                n_chunks, buffers):
         # buffers: persistent and zero (sparse gradients), or None: fresh ones, one per thread
         fresh = buffers is None
         if fresh:
             buffers = weight.new_zeros((n_chunks if pool else 1, *weight.shape))
         total, dlog_xi = _loss_grad(
             weight.detach().numpy(), heads.numpy(), tails.numpy(), neg.numpy(),
-            _MODE_CODE[mode], spec, log_xi, eps, c, factor, list(buffers.numpy()), pool,
+            _MODE_CODE[mode], spec, log_xi, eps, c, power, factor, list(buffers.numpy()), pool,
         )
         grad = _dense_grad(buffers) if fresh else _sparse_grad(buffers, heads, tails)
         ctx.save_for_backward(grad)
@@ -227,7 +240,7 @@ class _FusedLoss(torch.autograd.Function):
         g_log_z = g * ctx.dlog_xi if ctx.needs_input_grad[1] else None
         # the trainer backpropagates 1.0: skip a pass over the whole table then
         table_grad = grad if float(g) == 1.0 else grad * g
-        return table_grad, g_log_z, *([None] * 12)
+        return table_grad, g_log_z, *([None] * 13)
 
 
 class FusedTableObjective(nn.Module):
@@ -284,5 +297,6 @@ class FusedTableObjective(nn.Module):
         kernel = loss.kernel
         return _FusedLoss.apply(
             self.encoder.weight, log_z, heads, tails, draws, loss.mode, spec, log_xi,
-            kernel.eps, kernel.scale**2, factor, self._pool, self.n_threads, self._grad_buffers,
+            kernel.eps, kernel.scale**2, kernel.power, factor, self._pool, self.n_threads,
+            self._grad_buffers,
         )

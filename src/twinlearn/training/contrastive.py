@@ -65,6 +65,8 @@ class ContrastiveRecipe:
     warmup_epochs: int = 0
     temperature: float = 0.5
     eps: float = 1.0
+    a: float = 1.0
+    b: float = 1.0
     Z: float = 1.0
     s: float | None = None
     Z_bar: float | None = None
@@ -113,7 +115,8 @@ class ContrastiveRecipe:
 
     def loss(self, spectrum: Spectrum, generator: torch.Generator) -> ContrastiveLoss:
         """The loss at the first phase's spectrum constant."""
-        kernel = CauchyKernel(eps=self.eps) if self.metric == "euclidean" else CosineKernel(self.temperature)
+        kernel = (CauchyKernel.umap(self.a, self.b, eps=self.eps) if self.metric == "euclidean"
+                  else CosineKernel(self.temperature))
         return ContrastiveLoss(
             self.mode, kernel, negatives(self.negative_samples),
             ince_spec=spectrum.early_spec if self.mode == "infonce" else 1.0,

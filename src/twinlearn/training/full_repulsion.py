@@ -56,6 +56,7 @@ def check_full_repulsion(params: dict[str, Any], n_components: int) -> None:
         f"metric={params.get('metric')!r} (only 'euclidean')": params.get("metric") != "euclidean",
         "nesting_dims": params.get("nesting_dims") is not None,
         "optimizer='adam'": params.get("optimizer") == "adam",
+        "a, b (the Cauchy kernel only)": params.get("a") not in (None, 1) or params.get("b") not in (None, 1),
     }
     bad = [name for name, present in unsupported.items() if present]
     if bad:

@@ -30,6 +30,7 @@ def place_points(
     batch_size: int,
     device: torch.device,
     seed: int,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Coordinates of new points given their nearest training points.
 
@@ -45,18 +46,27 @@ def place_points(
     batch_size : int
     device : torch.device
     seed : int
+    weights : array of shape (n_new, k), optional
+        Membership of each new point's neighbours (positive): the start is their
+        weighted mean and each edge is drawn with probability ``w / max(w)`` per epoch, as
+        umap-learn's ``transform``; None: the plain mean, every edge every epoch.
 
     Returns
     -------
     ndarray of shape (n_new, d)
     """
     n_train, (n_new, k) = embedding.shape[0], neighbors.shape
-    table = FrozenRowsTable(np.vstack([embedding, embedding[neighbors].mean(axis=1)]), n_train).to(device)
-    new_ids = np.repeat(np.arange(n_train, n_train + n_new), k)
-    heads = np.concatenate([new_ids, neighbors.ravel()])
-    tails = np.concatenate([neighbors.ravel(), new_ids])
+    w = np.ones((n_new, k)) if weights is None else np.asarray(weights, dtype=np.float64)
+    start = (embedding[neighbors] * w[..., None]).sum(axis=1) / w.sum(axis=1, keepdims=True)
+    table = FrozenRowsTable(np.vstack([embedding, start]), n_train).to(device)
+    # a membership that underflows float32 is no edge (it would never be drawn)
+    edge = w.ravel().astype(np.float32) > 0
+    new_ids, nbrs = np.repeat(np.arange(n_train, n_train + n_new), k)[edge], neighbors.ravel()[edge]
+    heads, tails = np.concatenate([new_ids, nbrs]), np.concatenate([nbrs, new_ids])
     fill = np.random.default_rng(seed).integers(0, n_train, size=(2, max(len(heads), MIN_FILL_PAIRS)))
+    # the random pairs only bring negatives: drawn every epoch (the largest weight)
+    edge_w = None if weights is None else np.concatenate([w.ravel()[edge]] * 2 + [np.full(fill.shape[1], w.max())])
     pairs = EdgePairSource(np.concatenate([heads, fill[0]]), np.concatenate([tails, fill[1]]),
-                           batch_size, device, make_generator(seed + 2, device))
+                           batch_size, device, make_generator(seed + 2, device), weights=edge_w)
     contrastive_run(recipe, table, pairs, n=n_train).trainer.fit()
     return table.free_rows()
