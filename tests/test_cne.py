@@ -55,53 +55,6 @@ def test_fused_kernel_matches_torch_loss_and_gradients(mode, reduction, kernel, 
         assert z_val == pytest.approx(z_ref, rel=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["neg", "umap"])
-def test_sparse_table_gradients_equal_the_dense_ones_step_after_step(mode, torch_threads):
-    g = torch.Generator().manual_seed(0)
-    init = torch.randn(60, 2, generator=g) * 3
-    batches = [(torch.randint(60, (20,), generator=g), torch.randint(60, (20,), generator=g))
-               for _ in range(3)]
-    grads = {}
-    for sparse in (False, True):
-        table = EmbeddingTable(init)
-        loss = ContrastiveLoss(mode, negative_samples=5, generator=torch.Generator().manual_seed(3))
-        objective = FusedTableObjective(table, loss, sparse_grad=sparse)
-        grads[sparse] = []
-        for batch in batches:  # the persistent buffers must be clean again after each step
-            table.weight.grad = None
-            objective(batch).backward()
-            grads[sparse].append(table.weight.grad)
-    for dense, sparse, (heads, tails) in zip(grads[False], grads[True], batches):
-        assert sparse.is_sparse and not dense.is_sparse
-        rows = sparse.coalesce().indices()[0]
-        assert set(rows.tolist()) == set(heads.tolist()) | set(tails.tolist())
-        torch.testing.assert_close(sparse.to_dense(), dense, rtol=0, atol=0)
-
-
-def test_plain_sgd_steps_the_table_sparsely_and_momentum_densely(blobs, monkeypatch):
-    import twinlearn.losses.fused_table as fused_module
-
-    X, _ = blobs
-    made = []
-    real = fused_module.FusedTableObjective
-
-    def spy(*args, **kwargs):
-        made.append(kwargs.get("sparse_grad", False))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fused_module, "FusedTableObjective", spy)
-    sparse = CNE(**FAST).fit(X)  # the default: plain SGD, clipped
-    monkeypatch.setattr(fused_module, "FusedTableObjective",
-                        lambda *a, **k: real(*a, **{**k, "sparse_grad": False}))
-    dense = CNE(**FAST).fit(X)
-    assert made == [True]
-    np.testing.assert_allclose(sparse.embedding_, dense.embedding_, rtol=0, atol=1e-5)
-    monkeypatch.setattr(fused_module, "FusedTableObjective", spy)
-    CNE(momentum=0.5, **FAST).fit(X)
-    CNE(weight_decay=1e-4, **FAST).fit(X)
-    assert made == [True, False, False]
-
-
 def test_fused_and_torch_paths_train_alike(blobs, monkeypatch):
     X, _ = blobs
     fused = CNE(**FAST).fit(X)

@@ -10,10 +10,9 @@ import torch.nn as nn
 class EmbeddingTable(nn.Module):
     """One trainable row per training point; ``forward(idx)`` returns rows ``idx``.
 
-    A dense ``(n, d)`` float32 parameter (not ``nn.Embedding``), stepped by ordinary
-    optimizers. The torch path gives it a dense gradient; the fused CPU kernel writes a sparse
-    one of the batch's rows under plain SGD (where it gives the same steps at O(batch) cost)
-    and a dense one otherwise.
+    A dense ``(n, d)`` float32 parameter (not ``nn.Embedding``): its gradient is dense, which
+    lets the trainer clip and step it with ordinary optimizers and the fused CPU kernel write it
+    directly.
 
     Parameters
     ----------

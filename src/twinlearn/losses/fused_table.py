@@ -177,59 +177,35 @@ if HAVE_NUMBA:
     _anchor_range = _jit(_anchor_range)
 
 
-def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor, buffers, pool):
-    """:func:`_anchor_range` over all anchors, one chunk per gradient buffer, run by ``pool``
-    (or inline for one buffer); returns ``(loss, ∂loss/∂log ξ)``.
+def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor, grad, pool, n_chunks):
+    """:func:`_anchor_range` over all anchors, in ``n_chunks`` chunks run by ``pool`` (or inline).
 
     The compiled kernel releases the GIL, so plain Python threads run the chunks in parallel
     (numba's own thread pool fought torch's OpenMP threads for the cores: 8× slower). Each
     chunk accumulates its gradient in a buffer of its own, since anchors of different chunks
-    share table rows; the caller sums them in a fixed order, so results do not depend on timing.
+    share table rows; buffers are summed in a fixed order, so results do not depend on timing.
     """
     args = (W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor)
-    B, n_chunks = draws.shape[0], len(buffers)
-    if pool is None or n_chunks == 1:
-        return _anchor_range(*args, buffers[0], 0, B)
+    B = draws.shape[0]
+    if pool is None:
+        return _anchor_range(*args, grad, 0, B)
+    # the first chunk writes into grad itself
+    buffers = [grad, *np.zeros((n_chunks - 1,) + grad.shape, dtype=grad.dtype)]
     bounds = [(t * B // n_chunks, (t + 1) * B // n_chunks) for t in range(n_chunks)]
     results = list(pool.map(lambda t: _anchor_range(*args, buffers[t], *bounds[t]), range(n_chunks)))
-    return sum(r[0] for r in results), sum(r[1] for r in results)
-
-
-def _dense_grad(buffers: torch.Tensor) -> torch.Tensor:
-    """The table's gradient from fresh per-chunk buffers, summed in chunk order."""
-    grad = buffers[0]
     for buffer in buffers[1:]:
         grad += buffer
-    return grad
-
-
-def _sparse_grad(buffers: torch.Tensor, heads: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
-    """The table's gradient as a coalesced sparse tensor of the batch's rows, read from the
-    persistent buffers (summed in chunk order, as :func:`_dense_grad`), which are then zeroed
-    at those rows only: a step costs O(batch), not O(table)."""
-    rows = torch.unique(torch.cat([heads, tails]).long())  # negatives are drawn from these rows
-    values = buffers[0, rows]
-    for buffer in buffers[1:]:
-        values += buffer[rows]
-    buffers[:, rows] = 0.0
-    # unique rows: coalesced by construction, nothing to check
-    return torch.sparse_coo_tensor(rows[None], values, buffers.shape[1:], is_coalesced=True,
-                                   check_invariants=False)
+    return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
 class _FusedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, power, factor, pool,
-                n_chunks, buffers):
-        # buffers: persistent and zero (sparse gradients), or None: fresh ones, one per thread
-        fresh = buffers is None
-        if fresh:
-            buffers = weight.new_zeros((n_chunks if pool else 1, *weight.shape))
+    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, power, factor, pool, n_chunks):
+        grad = torch.zeros_like(weight)
         total, dlog_xi = _loss_grad(
             weight.detach().numpy(), heads.numpy(), tails.numpy(), neg.numpy(),
-            _MODE_CODE[mode], spec, log_xi, eps, c, power, factor, list(buffers.numpy()), pool,
+            _MODE_CODE[mode], spec, log_xi, eps, c, power, factor, grad.numpy(), pool, n_chunks,
         )
-        grad = _dense_grad(buffers) if fresh else _sparse_grad(buffers, heads, tails)
         ctx.save_for_backward(grad)
         ctx.dlog_xi = dlog_xi * factor
         return weight.new_tensor(total * factor)
@@ -240,7 +216,7 @@ class _FusedLoss(torch.autograd.Function):
         g_log_z = g * ctx.dlog_xi if ctx.needs_input_grad[1] else None
         # the trainer backpropagates 1.0: skip a pass over the whole table then
         table_grad = grad if float(g) == 1.0 else grad * g
-        return table_grad, g_log_z, *([None] * 13)
+        return table_grad, g_log_z, *([None] * 12)
 
 
 class FusedTableObjective(nn.Module):
@@ -257,16 +233,9 @@ class FusedTableObjective(nn.Module):
     n_threads : int, optional
         Threads of the kernel (default: ``torch.get_num_threads()`` now). A batch is split into
         this many chunks, so results depend on it (float summation order), not on timing.
-    sparse_grad : bool
-        Give the table a sparse gradient of the batch's rows instead of a dense one. Only for
-        optimizers that leave rows without gradient as they are (plain SGD: no momentum, no
-        weight decay), where it gives the same steps: with a dense gradient every step costs
-        O(table) — zeroing, clipping and stepping all N rows — so an epoch of N/B steps cost
-        O(N²/B) (10⁵ → 4·10⁵ MNIST digits: 8.7× the time).
     """
 
-    def __init__(self, encoder: nn.Module, loss: ContrastiveLoss, n_threads: int | None = None,
-                 sparse_grad: bool = False) -> None:
+    def __init__(self, encoder: nn.Module, loss: ContrastiveLoss, n_threads: int | None = None) -> None:
         super().__init__()
         if not fused_supported(loss, encoder.weight.device):
             raise ValueError("the fused kernel needs numba, a CPU table, the Cauchy kernel (dof 1) "
@@ -275,10 +244,6 @@ class FusedTableObjective(nn.Module):
         self.loss = loss
         self.n_threads = n_threads or torch.get_num_threads()
         self._pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
-        self.sparse_grad = sparse_grad
-        # persistent per-thread buffers, zero outside the rows of the step being computed
-        n_buffers = self.n_threads if self._pool else 1
-        self._grad_buffers = torch.zeros((n_buffers, *encoder.weight.shape)) if sparse_grad else None
 
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         heads, tails = batch
@@ -298,5 +263,4 @@ class FusedTableObjective(nn.Module):
         return _FusedLoss.apply(
             self.encoder.weight, log_z, heads, tails, draws, loss.mode, spec, log_xi,
             kernel.eps, kernel.scale**2, kernel.power, factor, self._pool, self.n_threads,
-            self._grad_buffers,
         )

@@ -142,11 +142,7 @@ class ContrastiveRecipe:
             from twinlearn.losses.fused_table import FusedTableObjective, fused_supported
 
             if fused_supported(loss, model.weight.device):
-                # rows without gradient stay put only under plain SGD; a frozen-rows table
-                # masks its gradient with a hook written for dense ones
-                sparse = (self.optimizer == "sgd" and self.momentum == 0 and self.weight_decay == 0
-                          and type(model) is EmbeddingTable)
-                return FusedTableObjective(model, loss, n_threads=torch.get_num_threads(), sparse_grad=sparse)
+                return FusedTableObjective(model, loss, n_threads=torch.get_num_threads())
         pair_loss = loss if self.nesting_dims is None else MatryoshkaLoss(loss, self.nesting_dims)
         return PairObjective(model, pair_loss, store)
 

@@ -9,21 +9,6 @@ import torch
 import torch.nn as nn
 
 
-def clip_grad_values_(optimizer: torch.optim.Optimizer, clip_value: float) -> None:
-    """Clamp every gradient of ``optimizer``'s parameters to ``[-clip_value, clip_value]``, as
-    ``torch.nn.utils.clip_grad_value_``, sparse gradients included (their stored values: the
-    rows they leave out are zero, which clamping keeps)."""
-    dense = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p.grad is not None and p.grad.is_sparse:
-                p.grad._values().clamp_(-clip_value, clip_value)
-            elif p.grad is not None:
-                dense.append(p)
-    if dense:
-        torch.nn.utils.clip_grad_value_(dense, clip_value)
-
-
 class LARS(torch.optim.Optimizer):
     """Layer-wise adaptive rate scaling, as in Barlow Twins / TLDR.
 

@@ -20,7 +20,6 @@ from twinlearn import io
 from twinlearn._device import cpu_has_fast_bf16, torch_threads
 from twinlearn.pairs.base import PairSource
 from twinlearn.training import distributed
-from twinlearn.training.optim import clip_grad_values_
 from twinlearn.training.checkpoints import (
     checked_objective_state,
     checked_rng_state,
@@ -225,7 +224,8 @@ class Trainer:
             distributed.average_gradients(self.objective.parameters())
         if self.clip_grad_value is not None:
             self._scaler.unscale_(self.optimizer)
-            clip_grad_values_(self.optimizer, self.clip_grad_value)
+            for group in self.optimizer.param_groups:
+                torch.nn.utils.clip_grad_value_(group["params"], self.clip_grad_value)
         self._scaler.step(self.optimizer)
         self._scaler.update()
         self.step += 1
