@@ -223,7 +223,7 @@ def _rerank(q: np.ndarray, database: ArrayLike, cand: np.ndarray, k: int, metric
         gathered = database[np.maximum(c, 0).ravel()]
         vecs = torch.from_numpy(_as_float32(gathered, metric)).view(*c.shape, -1)
         qs = torch.from_numpy(np.array(q[s : s + rows_per_step]))  # q may be read-only
-        # one batched product reads the gathered rows once; |v - q|² = |v|² - 2 v·q + |q|²
+        # |v - q|² = |v|² - 2 v·q + |q|²: a batched product and a norm, no (rows × d) temporaries
         product = torch.bmm(vecs, qs[:, :, None])[..., 0]
         if by_product:
             cost = -product
