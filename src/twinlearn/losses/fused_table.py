@@ -206,7 +206,7 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor
     else:
         bounds = [(t * B // n_chunks, (t + 1) * B // n_chunks) for t in range(n_chunks)]
         results = list(pool.map(lambda t: _anchor_range(*args, buffers[t], *bounds[t]), range(n_chunks)))
-    _scatter_rows(grad, rows, buffers.sum(axis=0) if len(buffers) > 1 else buffers[0])
+    _scatter_rows(grad, rows, buffers.sum(axis=0))
     return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
