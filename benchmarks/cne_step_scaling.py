@@ -25,11 +25,11 @@ import torch
 from twinlearn.losses import fused_table
 
 
-def step_ms(n: int, batch: int, negatives: int, steps: int, pool, n_threads: int) -> float:
+def step_ms(n: int, batch: int, negatives: int, steps: int, pool) -> float:
     """Median milliseconds of one NEG step (loss + gradient) on an ``n × 2`` table."""
     rng = np.random.default_rng(0)
     table = (rng.standard_normal((n, 2)) * 10).astype(np.float32)
-    times = []
+    times, workspace = [], {}
     for _ in range(steps + 4):
         heads = rng.integers(0, n, batch).astype(np.int32)
         tails = rng.integers(0, n, batch).astype(np.int32)
@@ -37,7 +37,7 @@ def step_ms(n: int, batch: int, negatives: int, steps: int, pool, n_threads: int
         grad = np.zeros_like(table)
         start = time.perf_counter()
         fused_table._loss_grad(table, heads, tails, draws, fused_table._MODE_CODE["neg"], 1.0, 0.0,
-                               1.0, 1.0, 1.0, 1.0 / batch, grad, pool, n_threads)
+                               1.0, 1.0, 1.0, 1.0 / batch, grad, pool, workspace)
         times.append(time.perf_counter() - start)
     return float(np.median(times[4:]) * 1e3)
 
@@ -48,15 +48,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32768, help="anchors per step (CNE's largest default)")
     parser.add_argument("--negatives", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--chunk-anchors", type=int, default=fused_table.CHUNK_ANCHORS,
+                        help="smallest chunk of the batch (the kernel's constant; larger: fewer chunks)")
     args = parser.parse_args()
+    fused_table.CHUNK_ANCHORS = args.chunk_anchors
     n_threads = torch.get_num_threads()
     pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
     first = None
     for n in args.sizes:
-        ms = step_ms(n, args.batch, args.negatives, args.steps, pool, n_threads)
+        ms = step_ms(n, args.batch, args.negatives, args.steps, pool)
         first = first or ms
         print(json.dumps({"n": n, "ms_per_step": round(ms, 2), "vs_smallest": round(ms / first, 2),
-                          "threads": n_threads}), flush=True)
+                          "threads": n_threads, "chunks": fused_table.kernel_chunks(args.batch)}), flush=True)
 
 
 if __name__ == "__main__":

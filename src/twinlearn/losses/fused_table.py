@@ -182,8 +182,33 @@ if HAVE_NUMBA:
     _anchor_range, _scatter_rows = _jit(_anchor_range), _jit(_scatter_rows)
 
 
-def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor, grad, pool, n_chunks):
-    """:func:`_anchor_range` over all anchors, in ``n_chunks`` chunks run by ``pool`` (or inline).
+#: a batch is cut into chunks of at least this many anchors, and at most ``MAX_CHUNKS`` of them:
+#: the cut depends on the batch alone, so results are the same for any number of threads (at
+#: most 4 of which work; each chunk more costs a gradient buffer of the batch's rows to clear
+#: and add, ~0.25 ms per step at 32 768 anchors on 2 cores, benchmarks/cne_step_scaling.py)
+CHUNK_ANCHORS, MAX_CHUNKS = 1024, 4
+
+
+def kernel_chunks(batch_size: int) -> int:
+    """How many chunks a batch of ``batch_size`` anchors is cut into (1 to ``MAX_CHUNKS``)."""
+    return int(min(MAX_CHUNKS, max(1, batch_size // CHUNK_ANCHORS)))
+
+
+def _zeroed(workspace: dict, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A zeroed array kept in ``workspace`` and reused while the shape holds: fresh memory
+    of a few MB every step cost more in page faults (1–2 ms) than the sums it holds."""
+    key = (shape, np.dtype(dtype))
+    if key in workspace:
+        workspace[key].fill(0)
+    else:
+        workspace.clear()
+        workspace[key] = np.zeros(shape, dtype=dtype)
+    return workspace[key]
+
+
+def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor, grad, pool, workspace):
+    """:func:`_anchor_range` over all anchors, in :func:`kernel_chunks` chunks run by ``pool``
+    (or one after another).
 
     The kernel works on a copy of the batch's ``2B`` rows and their gradient rather than on
     the table: its ~12 random row accesses per anchor then stay within a few hundred KB of
@@ -194,29 +219,36 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor
     The compiled kernel releases the GIL, so plain Python threads run the chunks in parallel
     (numba's own thread pool fought torch's OpenMP threads for the cores: 8× slower). Each
     chunk accumulates its gradient in a buffer of its own, since anchors of different chunks
-    share rows; buffers are summed in a fixed order, so results do not depend on timing.
+    share rows; buffers are summed in a fixed order. The chunks follow the batch, not the
+    threads, so a run with 1 thread equals one with 2 (the UMAP loss amplifies a changed
+    summation order to 0.5 % of its value within a few epochs), and with more chunks than
+    threads a thread slowed by other work delays the step by less.
     """
     rows = np.concatenate([heads, tails])
     local = np.take(W, rows, axis=0)
     args = (local, draws, mode, spec, log_xi, eps, c, power, factor)
     B = draws.shape[0]
-    buffers = np.zeros((n_chunks if pool is not None else 1,) + local.shape, dtype=grad.dtype)
-    if pool is None:
-        results = [_anchor_range(*args, buffers[0], 0, B)]
-    else:
-        bounds = [(t * B // n_chunks, (t + 1) * B // n_chunks) for t in range(n_chunks)]
-        results = list(pool.map(lambda t: _anchor_range(*args, buffers[t], *bounds[t]), range(n_chunks)))
-    _scatter_rows(grad, rows, buffers.sum(axis=0))
+    n_chunks = kernel_chunks(B)
+    buffers = _zeroed(workspace, (n_chunks,) + local.shape, grad.dtype)
+    bounds = [(t * B // n_chunks, (t + 1) * B // n_chunks) for t in range(n_chunks)]
+
+    def run(t: int) -> tuple[float, float]:
+        return _anchor_range(*args, buffers[t], *bounds[t])
+
+    results = list(map(run, range(n_chunks)) if pool is None else pool.map(run, range(n_chunks)))
+    for t in range(1, n_chunks):  # in place, in a fixed order
+        buffers[0] += buffers[t]
+    _scatter_rows(grad, rows, buffers[0])
     return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
 class _FusedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, power, factor, pool, n_chunks):
+    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, power, factor, pool, workspace):
         grad = torch.zeros_like(weight)
         total, dlog_xi = _loss_grad(
             weight.detach().numpy(), heads.numpy(), tails.numpy(), neg.numpy(),
-            _MODE_CODE[mode], spec, log_xi, eps, c, power, factor, grad.numpy(), pool, n_chunks,
+            _MODE_CODE[mode], spec, log_xi, eps, c, power, factor, grad.numpy(), pool, workspace,
         )
         ctx.save_for_backward(grad)
         ctx.dlog_xi = dlog_xi * factor
@@ -243,8 +275,8 @@ class FusedTableObjective(nn.Module):
         Must satisfy :func:`fused_supported`; its ``neg_spec``/``ince_spec`` are read at every
         step, so changing them (early exaggeration) takes effect at once.
     n_threads : int, optional
-        Threads of the kernel (default: ``torch.get_num_threads()`` now). A batch is split into
-        this many chunks, so results depend on it (float summation order), not on timing.
+        Threads of the kernel (default: ``torch.get_num_threads()`` now). Results do not
+        depend on it: the batch's chunks do not (:func:`kernel_chunks`).
     """
 
     def __init__(self, encoder: nn.Module, loss: ContrastiveLoss, n_threads: int | None = None) -> None:
@@ -256,6 +288,7 @@ class FusedTableObjective(nn.Module):
         self.loss = loss
         self.n_threads = n_threads or torch.get_num_threads()
         self._pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
+        self._workspace: dict = {}
 
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         heads, tails = batch
@@ -274,5 +307,5 @@ class FusedTableObjective(nn.Module):
         kernel = loss.kernel
         return _FusedLoss.apply(
             self.encoder.weight, log_z, heads, tails, draws, loss.mode, spec, log_xi,
-            kernel.eps, kernel.scale**2, kernel.power, factor, self._pool, self.n_threads,
+            kernel.eps, kernel.scale**2, kernel.power, factor, self._pool, self._workspace,
         )
