@@ -44,6 +44,7 @@ from common import OUT_DIR, PEER_PYTHON, machine_info, run_peer  # noqa: E402
 
 #: name -> CNE keyword arguments ("umap-learn" runs the peer with its defaults)
 METHODS = {
+    "default": {},
     "neg": {"loss_mode": "neg"},
     "infonce": {"loss_mode": "infonce"},
     "infonce-s1": {"loss_mode": "infonce", "s": 1.0},
@@ -173,7 +174,7 @@ def _table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", default=list(DATASETS), choices=DATASETS)
-    parser.add_argument("--methods", nargs="+", default=["neg", "infonce-s1", "umap-loss", "umap-learn"],
+    parser.add_argument("--methods", nargs="+", default=["default", "neg", "infonce-s1", "umap-learn"],
                         choices=list(METHODS))
     parser.add_argument("--params", default="{}", help="JSON of keyword arguments for every method run")
     parser.add_argument("--s-dial", nargs="+", type=float, help="run each method at each of these s")

@@ -66,12 +66,15 @@ def spy_on_fit(monkeypatch, cls):
 
 # --- quality on real data ---------------------------------------------------------------------
 def test_cne_map_beats_the_stored_umap_on_cell_types(pbmc):
-    assert cne(pbmc, random_state=0) is None
     labels = pbmc.obs["bulk_labels"]
-    ours, umap = loo_knn_accuracy(pbmc.obsm["X_cne"], labels), loo_knn_accuracy(pbmc.obsm["X_umap"], labels)
-    print(f"PBMC 10-NN accuracy: CNE {ours:.4f}, stored UMAP {umap:.4f}")
+    ours = []
+    for seed in (2, 1, 0):  # 700 cells: one seed's map moves the figure by ±0.01, so three
+        assert cne(pbmc, random_state=seed) is None
+        ours.append(loo_knn_accuracy(pbmc.obsm["X_cne"], labels))
+    umap = loo_knn_accuracy(pbmc.obsm["X_umap"], labels)
+    print(f"PBMC 10-NN accuracy: CNE {np.round(ours, 4)} (mean {np.mean(ours):.4f}), stored UMAP {umap:.4f}")
     assert pbmc.obsm["X_cne"].shape == (pbmc.n_obs, 2)
-    assert ours >= umap
+    assert np.mean(ours) >= umap
     settings = pbmc.uns["X_cne"]
     assert settings["use_rep"] == "X_pca" and settings["method"] == "CNE"
     assert settings["params"]["random_state"] == 0 and settings["neighbors_key"] is None

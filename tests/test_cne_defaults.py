@@ -61,14 +61,20 @@ def test_fit_uses_the_size_defaults_and_the_old_ones_when_given():
     assert auto["n_epochs"] == 500
     assert auto["batch"] == default_batch_size(graph.data.sum() / graph.data.max())
     assert auto["steps"] > 1
-    old = _first_epoch_settings(CNE(n_epochs=200, batch_size=32768, random_state=0), X)
+    old = _first_epoch_settings(CNE(loss_mode="infonce", n_epochs=200, batch_size=32768, random_state=0), X)
     assert old == {"n_epochs": 200, "batch": 32768, "steps": 1, "negatives": 5}
 
 
-def test_the_network_keeps_the_fixed_defaults():
+def test_the_network_trains_forty_epochs_of_8192_at_1e_2_unless_told():
     X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
-    seen = _first_epoch_settings(CNE(parametric=True, random_state=0), X)
-    assert seen["n_epochs"] == 200 and seen["batch"] == 32768
+    model = CNE(parametric=True, random_state=0)
+    seen = _first_epoch_settings(model, X)
+    assert seen["n_epochs"] == 40 and seen["batch"] == 8192
+    assert model._recipe().learning_rate == 1e-2 and model._recipe().optimizer == "adam"
+    old = CNE(parametric=True, loss_mode="infonce", n_epochs=200, batch_size=32768, learning_rate=1e-3,
+              random_state=0)
+    assert _first_epoch_settings(old, X) == {"n_epochs": 200, "batch": 32768, "steps": 1, "negatives": 5}
+    assert old._recipe().learning_rate == 1e-3 and old._recipe().mode == "infonce"
 
 
 def test_the_t_sne_end_takes_openTSNEs_750_steps_unless_told():
@@ -121,3 +127,41 @@ def test_the_umap_loss_takes_fifteen_negatives_on_small_tables_unless_told(monke
     assert _first_epoch_settings(CNE(loss_mode="umap", parametric=True, random_state=0), X)["negatives"] == 5
     monkeypatch.setattr(cne_inputs, "SMALL_DATA", 299)  # the same data counted as large
     assert _first_epoch_settings(CNE(loss_mode="umap", random_state=0), X)["negatives"] == 5
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({}, "umap"),
+    ({"parametric": True}, "neg"),
+    ({"s": 0.0}, "infonce"), ({"ince_spec": 2.0}, "infonce"),
+    ({"neg_spec": 1.0}, "neg"), ({"Z_bar": 100.0}, "neg"), ({"parametric": True, "s": 1.0}, "infonce"),
+    ({"metric": "cosine"}, "infonce"), ({"eps": 0.5}, "infonce"),
+    ({"negative_samples": "all"}, "infonce"), ({"negative_samples": "full"}, "infonce"),
+    ({"negative_samples": 10}, "umap"),
+    ({"parametric": True, "n_components": 8, "nesting_dims": [2, 8]}, "infonce"),
+    ({"loss_mode": "nce"}, "nce"), ({"loss_mode": "neg_sample"}, "neg"),
+])
+def test_the_default_loss_is_the_one_the_settings_call_for(params, expected):
+    assert CNE().loss_mode is None
+    assert CNE(**params)._loss_mode() == expected
+
+
+def test_a_default_fit_trains_the_umap_loss_from_umap_learns_scale():
+    X = np.random.default_rng(0).normal(size=(400, 6)).astype(np.float32)
+
+    def start(init="pca", **kw):  # a learning rate of ~0 leaves the start where it was
+        model = CNE(n_epochs=1, learning_rate=1e-12, random_state=0, **kw).fit(X, init=init)
+        return model, model.embedding_
+
+    model, umap_start = start()
+    assert model.loss_mode_ == "umap" and model.spectrum_.spec == 0  # UMAP's loss has no spectrum
+    assert np.abs(umap_start).max() == pytest.approx(10.0, rel=1e-4)
+    _, unit = start(init_scale=1.0)
+    assert unit[:, 0].std() == pytest.approx(1.0, rel=1e-4)
+    np.testing.assert_allclose(umap_start, unit * (10.0 / np.abs(unit).max()), rtol=1e-4, atol=1e-6)
+    model, infonce = start(loss_mode="infonce")
+    assert model.loss_mode_ == "infonce"
+    np.testing.assert_allclose(infonce, unit, rtol=1e-5, atol=1e-6)  # InfoNCE keeps PC1's std 1
+    _, spread = start(loss_mode="infonce", init_scale=3.0, init="random")
+    assert spread[:, 0].std() == pytest.approx(3.0, rel=1e-4)
+    with pytest.raises(ValueError, match="init_scale"):
+        CNE(init_scale=0.0).fit(X)

@@ -71,9 +71,10 @@ def test_fit_and_transform_from_disk_equal_those_in_memory(kind, key, tmp_path):
     from_disk = make_tiny(key, n_epochs=2).fit(stored)
     expected = in_memory.transform(X)
     if key == "CNE":  # PCA initialisation of a file: from its covariance, block by block
-        np.testing.assert_allclose(from_disk.embedding_, in_memory.embedding_, atol=1e-4)
+        extent = np.abs(in_memory.embedding_).max()  # UMAP's loss starts 10 wide
+        np.testing.assert_allclose(from_disk.embedding_, in_memory.embedding_, atol=3e-4 * extent)
         # new points placed against training data that stays on disk
-        np.testing.assert_allclose(from_disk.transform(stored), expected, atol=1e-3)
+        np.testing.assert_allclose(from_disk.transform(stored), expected, atol=5e-4 * extent)
         return
     # TLDR's linear encoder starts at PCA, of a file from its covariance: equal to rounding
     np.testing.assert_allclose(from_disk.transform(stored), expected, rtol=1e-4, atol=1e-4)

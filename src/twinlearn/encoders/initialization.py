@@ -79,6 +79,17 @@ def random_init(n_samples: int, n_components: int, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).normal(size=(n_samples, n_components)) * RANDOM_STD).astype(np.float32)
 
 
+def rescaled(Y: np.ndarray, *, std: float | None = None, max_abs: float | None = None) -> np.ndarray:
+    """``Y`` scaled as a whole (its coordinates keep their ratios) so that its first coordinate
+    has standard deviation ``std``, or else its largest |coordinate| is ``max_abs``; a start
+    without spread (all points equal) is returned as it is."""
+    current = float(Y[:, 0].std()) if std is not None else float(np.abs(Y).max(initial=0.0))
+    target = std if std is not None else max_abs
+    if target is None or current == 0.0:
+        return Y
+    return (Y * np.float32(target / current)).astype(np.float32)
+
+
 def check_init(init: object, n_samples: int, n_components: int) -> np.ndarray | str:
     """``init`` as one of :data:`INITS` or as an ``(n_samples, n_components)`` float array."""
     from twinlearn.data.arrays import validate_features

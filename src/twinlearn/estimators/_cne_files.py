@@ -78,7 +78,7 @@ class CNEModelFile:
         return {
             "embedding_": embedding, "n_features_in_": n_features, "n_samples_fit_": n_samples,
             "model_": model, "training_data_": data, "spectrum_": spectrum, "embedding_snapshots_": [],
-            "log_Z_": finite_or_none(fitted["log_Z_"], "log_Z_"),
+            "log_Z_": finite_or_none(fitted["log_Z_"], "log_Z_"), "loss_mode_": self._loss_mode(),
             "loss_history_": [finite_or_none(v, "loss_history_") for v in fitted["loss_history_"]],
         }
 

@@ -32,7 +32,6 @@ import torch
 from twinlearn._checks import one_of
 from twinlearn._device import make_generator
 from twinlearn.data.arrays import ArrayLike, is_index_selection, validate_sample_indices
-from twinlearn.encoders.matryoshka import check_nesting_dims
 from twinlearn.estimators._base import TwinlearnEstimator, keep_prefix, output_like
 from twinlearn.estimators._cne_files import CNEModelFile
 from twinlearn.estimators._cne_inputs import CNEInputs
@@ -48,11 +47,7 @@ from twinlearn.estimators._params import (
     Real,
     none_or,
 )
-from twinlearn.estimators.contrastive import (
-    CALLBACKS,
-    CONTRASTIVE_CONSTRAINTS,
-    check_contrastive_relations,
-)
+from twinlearn.estimators.contrastive import CALLBACKS, CONTRASTIVE_CONSTRAINTS
 from twinlearn.neighbors import KNN_METHODS
 from twinlearn.neighbors.index import KNN_METRICS
 from twinlearn.neighbors.supervised import labelled_positive_edges
@@ -60,7 +55,7 @@ from twinlearn.pairs import EdgePairSource
 from twinlearn.training import distributed
 from twinlearn.training.callbacks import EmbeddingSnapshots
 from twinlearn.training.contrastive import contrastive_run
-from twinlearn.training.full_repulsion import check_full_repulsion, tsne_run
+from twinlearn.training.full_repulsion import tsne_run
 
 MAX_NEIGHBORS = 10_000
 
@@ -71,9 +66,15 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
 
     Parameters
     ----------
-    loss_mode : {"infonce", "neg", "nce", "umap"}, default="infonce"
+    loss_mode : {"infonce", "neg", "nce", "umap"}, optional
         InfoNCE (t-SNE-like at ``s = 0``), negative sampling (UMAP-like at ``neg_spec = 1``),
-        noise-contrastive estimation (learned normaliser) or UMAP's cross-entropy.
+        noise-contrastive estimation (learned normaliser) or UMAP's cross-entropy. Default
+        (None): what the other settings call for — UMAP's loss for a Euclidean table with
+        sampled negatives, NEG for the network, InfoNCE with ``s``/``ince_spec``, the cosine
+        kernel, ``eps < 1``, ``negative_samples="all"``/``"full"`` or ``nesting_dims``, NEG
+        with ``Z_bar``/``neg_spec`` (:func:`~twinlearn.estimators._cne_inputs.default_loss_mode`;
+        the evidence is in benchmarks/RESULTS.md). ``loss_mode="infonce"``: the fixed default
+        before.
     metric : {"euclidean", "cosine"}, default="euclidean"
         The *embedding* kernel (the original's name): Cauchy ``1/(1 + d²)`` or
         ``exp(cos/temperature)``. The metric of the input's kNN graph is ``knn_metric``.
@@ -86,7 +87,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         Neighbours per point of the kNN graph before union symmetrisation (``k`` accepted too);
         at most ``n_samples - 1`` (smaller data uses all other points, with a warning).
     negative_samples : int, "full" or "all", optional
-        Negatives per edge. Default (None): 5, and 15 for ``loss_mode="umap"`` on a table of up
+        Negatives per edge. Default (None): 5, and 15 for UMAP's loss (a table's default) on up
         to 10 000 points, where they lift 10-NN accuracy (``negative_samples=5``: the fixed
         default before; see benchmarks/RESULTS.md). ``"all"``: t-SNE, every point a negative
         by grid-interpolated repulsion (2-D table, InfoNCE; an epoch is one gradient step):
@@ -94,14 +95,17 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     n_epochs : int, optional
         Passes over every directed edge of the graph. Default (None): for the table 500 up to
         10 000 points, 200 above, as umap-learn (750 steps with ``negative_samples="all"``, as
-        openTSNE); 200 for the network (``n_epochs=200``: the fixed default before).
+        openTSNE); 40 for the network (``n_epochs=200``: its default before).
     batch_size : int, optional
         Edges per step. Default (None): for the table about 16 steps per epoch, the power of
-        two nearest ``edges per epoch / 16`` in [1024, 32768] (32 768 on MNIST-70k); 32 768 for
+        two nearest ``edges per epoch / 16`` in [1024, 32768] (32 768 on MNIST-70k); 8 192 for
         the network (``batch_size=32768``: the fixed default before, one step per epoch
         below ~10 000 points). Small maps gain from both, see benchmarks/RESULTS.md.
     learning_rate : float, optional
-        Default 1.0 (non-parametric, SGD) or 1e-3 (parametric), the original's defaults.
+        Default 1.0 (non-parametric, SGD: the original's) or 1e-2 (parametric, Adam; the
+        original's ``learning_rate=1e-3`` was the default before). The network's previous
+        defaults in full: ``loss_mode="infonce", n_epochs=200, batch_size=32768,
+        learning_rate=1e-3``.
     optimizer : {"sgd", "adam"}, optional
         Default SGD for the table and Adam for the network (the original README's advice).
     s : float, optional
@@ -158,6 +162,12 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         ``transform(X, n_components=2)`` is a 2-D embedding of its own.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Autocast of the network; ``"auto"``: bf16 where native (AMX/AVX512-BF16, GPU), else fp32.
+    init_scale : float, optional
+        Standard deviation of the first coordinate of a computed start (``init="pca"``,
+        ``"spectral"`` or ``"random"``; the others keep their ratio to it). Default (None): 1
+        (random: openTSNE's 1e-4), and for UMAP's loss the start spread to a largest
+        |coordinate| of 10, as umap-learn's (from std 1 its repulsion scatters whole clusters
+        in the first epochs; ``init_scale=1``: the start before).
     transform_epochs : int, default=50
         Optimisation epochs that place new points in a non-parametric ``transform``.
     placement : {"fuzzy", "mean"}, default="fuzzy"
@@ -192,8 +202,8 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         training epochs (``"optimisation"``).
     n_epochs_trained_ : int
         Epochs trained, those of a resumed run included.
-    precision_ : {"fp32", "bf16", "fp16"}
-        The precision the map trained in (what ``"auto"`` resolved to).
+    precision_, loss_mode_ : str
+        The precision and the loss the map trained with (what ``"auto"`` and None resolved to).
     n_features_in_ : int
 
     Examples
@@ -206,7 +216,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
     _accepts_sparse = True
 
     def __init__(
-        self, loss_mode: str = "infonce", metric: str = "euclidean", parametric: bool = False,
+        self, loss_mode: str | None = None, metric: str = "euclidean", parametric: bool = False,
         n_components: int = 2, n_neighbors: int = 15, negative_samples: int | str | None = None,
         n_epochs: int | None = None, batch_size: int | None = None, learning_rate: float | None = None,
         optimizer: str | None = None, s: float | None = None, Z_bar: float | None = None,
@@ -221,6 +231,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         embd_dim: int | None = None, k: int | None = None, knn_metric: str = "euclidean",
         target_weight: float = 0.5, knn_memory_budget: int | str | None = None,
         a: float | None = None, b: float | None = None, placement: str = "fuzzy",
+        init_scale: float | None = None,
     ) -> None:
         self._store_init_args(locals())
 
@@ -246,24 +257,13 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         "a": none_or(Real(0.0, 1e6)),
         "b": none_or(Real(0.5, 10.0)),
         "placement": Options(("fuzzy", "mean")),
+        "loss_mode": none_or(CONTRASTIVE_CONSTRAINTS["loss_mode"]),
+        "init_scale": none_or(Real(0.0, 1e6)),
     }
 
     # --- parameters --------------------------------------------------------------------------
     def _output_width(self) -> int:
         return self._dim()
-
-    def _check_param_relations(self) -> None:
-        self._dim()
-        self._k()
-        if self.nesting_dims is not None:
-            check_nesting_dims(self.nesting_dims, self._dim())
-        if self.parametric and self.knn_metric == "precomputed":
-            raise ValueError("knn_metric='precomputed' needs parametric=False: a network needs "
-                             "features (pass knn_graph= for your own graph)")
-        if self.metric == "cosine" and (self.a, self.b) != (None, None):
-            raise ValueError("a and b shape the Euclidean kernel 1/(eps + a·d^(2b)); metric='cosine' has none")
-        check_contrastive_relations(self.get_params(deep=False))
-        check_full_repulsion(self.get_params(deep=False), self._dim())
 
     # --- fit ---------------------------------------------------------------------------------
     def fit(
@@ -289,7 +289,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
             between different labels are weakened as in umap-learn (see ``target_weight`` and
             :mod:`twinlearn.neighbors.supervised`); needs ``edge_weights="fuzzy"``.
         init : {"pca", "spectral", "random"} or array of shape (n_samples, n_components)
-            Initial coordinates (non-parametric): PCA scaled so PC1 has std 1 (default), a
+            Initial coordinates (non-parametric), at the scale ``init_scale`` sets: PCA (default), a
             spectral embedding of the neighbour graph (UMAP's), random (openTSNE's std 1e-4),
             or given coordinates.
         knn_graph : scipy sparse matrix or int array of shape (n_samples, k), optional
@@ -350,7 +350,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
             self.timings_["optimisation"] = sum(trainer.epoch_seconds)
             self.model_ = model.eval()
             self.embedding_ = self._embed_training(model, X)
-            self.spectrum_, self.log_Z_ = run.spectrum, run.learned_log_z()
+            self.spectrum_, self.log_Z_, self.loss_mode_ = run.spectrum, run.learned_log_z(), self._loss_mode()
             self.embedding_snapshots_ = snapshots.snapshots if snapshots is not None else []
             self.training_data_ = None if self.parametric or self.knn_metric == "precomputed" else X
             self.n_samples_fit_ = X.shape[0]
