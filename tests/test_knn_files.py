@@ -146,6 +146,26 @@ def test_a_damaged_npz_is_refused_never_read_differently(tmp_path, record_proper
     run_cases(damage, check, record_property)
 
 
+def test_a_directory_entry_that_swallows_the_next_member_is_refused(tmp_path):
+    # found by the test above: a larger comment length in the first central-directory entry
+    # hides the distances' entry inside its comment, and the file loaded without distances
+    import zipfile
+
+    path = tmp_path / "graph.npz"
+    save_knn(path, *_graph())
+    content = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        first_entry = archive.start_dir
+        assert len(archive.infolist()) == 2
+    content[first_entry + 32] ^= 64  # its comment length
+    path.write_bytes(bytes(content))
+    with zipfile.ZipFile(path) as archive:
+        assert [info.filename for info in archive.infolist()] == ["indices.npy"]  # what zipfile sees
+    with pytest.raises(ValueError, match="hidden member") as info:
+        load_knn(path)
+    assert str(path) in str(info.value)
+
+
 class _Boom:
     def __reduce__(self):
         return (exec, ("open('pwned', 'w').write('pwned')",))

@@ -161,6 +161,22 @@ def _read_npy(data: bytes, where: str, kinds: str) -> np.ndarray:
     return flat.reshape(shape, order="F" if fortran_order else "C")
 
 
+def _check_members_fill_archive(data: bytes, infos: list[zipfile.ZipInfo], directory_start: int) -> None:
+    """The listed members, header and data, fill the archive up to its central directory: a
+    damaged directory entry (a comment length, say) can swallow the next entry, and the file
+    would then load without that member instead of being refused."""
+    covered = 0
+    for info in infos:
+        header = data[info.header_offset : info.header_offset + 30]
+        if len(header) < 30:
+            raise ValueError("a member's header lies outside the file")
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        covered += 30 + name_length + extra_length + info.compress_size
+    if covered != directory_start:
+        raise ValueError(f"the central directory lists {covered} of the {directory_start} bytes "
+                         "before it: a damaged or hidden member")
+
+
 def _read_npz(data: bytes, path: object) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` written by :func:`save_knn`: ``indices.npy`` and optionally
     ``distances.npy``, stored uncompressed (a compressed member could expand without bound)."""
@@ -175,6 +191,7 @@ def _read_npz(data: bytes, path: object) -> dict[str, np.ndarray]:
             if any(info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data)
                    for info in infos):
                 raise ValueError("a compressed or oversized member (save_knn stores them as is)")
+            _check_members_fill_archive(data, infos, archive.start_dir)
             members = {info.filename: archive.read(info) for info in infos}  # checks each CRC
     except _ZIP_ERRORS as err:
         raise ValueError(f"{path} is not a readable .npz kNN file: {err}") from err
