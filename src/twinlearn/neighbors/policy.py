@@ -76,7 +76,8 @@ def index_bytes(method: str, n: int, d: int, metric: str = "euclidean") -> int:
     Exact and flat: the float32 vectors (the exact search holds a float32 copy). HNSW: the
     vectors (their PCA projection when
     :func:`~twinlearn.neighbors.faiss_index.hnsw_reduced_dim` reduces them, plus the
-    projection's training sample and faiss's ``d × d`` eigenvectors) and ``2·M`` int32 links per point on its base layer and ~16
+    projection's training sample, twice: scikit-learn's PCA centres a copy) and ``2·M`` int32
+    links per point on its base layer and ~16
     bytes of upper layers and offsets (faiss's serialized size for M=32 is within a few % of
     this). IVF-PQ: one code of ``m`` bytes and an int64 id per point, the centroids and the
     training sample.
@@ -86,7 +87,7 @@ def index_bytes(method: str, n: int, d: int, metric: str = "euclidean") -> int:
     if method == "hnsw":
         reduced = hnsw_reduced_dim(d, metric)
         links = n * (2 * HNSW_M * 4 + 16)
-        return links + (4 * n * d if reduced is None else 4 * n * reduced + 4 * d * (d + reduced + n_train(n, method)))
+        return links + (4 * n * d if reduced is None else 4 * n * reduced + 4 * d * (reduced + 2 * n_train(n, method)))
     m = pq_subquantizers(d, method)
     return n * (m + 8) + 4 * d * (ivf_lists(n) + n_train(n))
 
