@@ -12,14 +12,11 @@ duplicates. Other databases (HDF5, zarr, tensors) are gathered a block at a time
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a declared dependency
-    numba = None
 
 #: scores: squared L2, or minus the inner product (``"cosine"``: of the unit rows)
 _MODES = {"euclidean": 0, "inner_product": 1, "cosine": 2}
@@ -52,8 +49,13 @@ def _block_costs(q, database, cand, mode, out):  # pragma: no cover - compiled b
                 out[i, j] = -acc / max(np.sqrt(norm), 1e-12) if mode == 2 else -acc
 
 
-if numba is not None:
-    _block_costs = numba.njit(cache=True, nogil=True, error_model="numpy")(_block_costs)
+@functools.cache
+def _compiled_block_costs():
+    """:func:`_block_costs` compiled, on first use: importing numba costs ~0.5 s, which a
+    run without a re-ranked index should not pay."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(_block_costs)
 
 
 def _gathered_costs(q: np.ndarray, database, cand: np.ndarray, metric: str) -> np.ndarray:
@@ -74,8 +76,8 @@ def _gathered_costs(q: np.ndarray, database, cand: np.ndarray, metric: str) -> n
 
 
 def _compiled(database) -> bool:
-    return (numba is not None and isinstance(database, np.ndarray) and database.ndim == 2
-            and database.dtype in (np.float32, np.float64))
+    return (isinstance(database, np.ndarray) and database.ndim == 2
+            and database.dtype in (np.float32, np.float64) and importlib.util.find_spec("numba") is not None)
 
 
 def rerank(q: np.ndarray, database, cand: np.ndarray, k: int, metric: str,
@@ -102,8 +104,10 @@ def rerank(q: np.ndarray, database, cand: np.ndarray, k: int, metric: str,
     step = QUERY_BLOCK if _compiled(database) else GATHERED_BLOCK
     blocks = [slice(s, s + step) for s in range(0, len(q), step)]
     if _compiled(database):
+        kernel = _compiled_block_costs()
+
         def score(block: slice) -> None:
-            _block_costs(q[block], database, cand[block], _MODES[metric], cost[block])
+            kernel(q[block], database, cand[block], _MODES[metric], cost[block])
         with ThreadPoolExecutor(n_threads or torch.get_num_threads()) as pool:
             list(pool.map(score, blocks))
     else:
