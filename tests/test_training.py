@@ -59,3 +59,23 @@ def test_bf16_without_native_support_trains_in_fp32(monkeypatch):
     assert trainer_module.effective_precision("fp16", cpu) == "fp16"
     monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: True)
     assert trainer_module.effective_precision("bf16", cpu) == "bf16"
+
+
+def test_long_epochs_hand_free_memory_back(monkeypatch):
+    import twinlearn.training.trainer as trainer_module
+    from twinlearn import CNE
+    from twinlearn._device import _glibc_trim, release_free_memory
+
+    release_free_memory()  # callable wherever it runs; on glibc it is malloc_trim
+    import sys
+
+    assert (_glibc_trim() is not None) == sys.platform.startswith("linux")
+    calls = []
+    monkeypatch.setattr(trainer_module, "release_free_memory", lambda: calls.append(1))
+    X = np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32)
+    monkeypatch.setattr(trainer_module, "RELEASE_AFTER_SECONDS", 1e9)  # no epoch is as long
+    CNE(n_epochs=3, random_state=0).fit(X)
+    assert calls == []
+    monkeypatch.setattr(trainer_module, "RELEASE_AFTER_SECONDS", -1.0)  # every epoch is longer
+    CNE(n_epochs=3, random_state=0).fit(X)
+    assert calls == [1, 1, 1]  # one per epoch

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from twinlearn import io
-from twinlearn._device import cpu_has_fast_bf16, torch_threads
+from twinlearn._device import RELEASE_AFTER_SECONDS, cpu_has_fast_bf16, release_free_memory, torch_threads
 from twinlearn.pairs.base import PairSource
 from twinlearn.training import distributed
 from twinlearn.training.checkpoints import (
@@ -254,6 +254,8 @@ class Trainer:
             )
         self.epoch += 1
         self.loss_history.append(mean)
+        if time.perf_counter() - start > RELEASE_AFTER_SECONDS:
+            release_free_memory()
         self.epoch_seconds.append(time.perf_counter() - start)
         return mean
 
