@@ -101,7 +101,7 @@ def _fit_place(method: str, params: dict, X: np.ndarray, X_new: np.ndarray | Non
         return Y, fitted, (model.transform(X_new) if X_new is not None else None), {}
     from twinlearn import CNE
 
-    model = CNE(random_state=0, **{**METHODS[method], **params}).fit(X)
+    model = CNE(**{"random_state": 0, **METHODS[method], **params}).fit(X)
     fitted = time.perf_counter()
     Y_new = model.transform(X_new) if X_new is not None else None
     return model.embedding_, fitted, Y_new, {"timings": model.timings_, "n_epochs": model.n_epochs_trained_}

@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 from common import OUT_DIR, machine_info, run_peer  # noqa: E402
 
 METHODS = {
+    "tl-default": "twinlearn CNE, defaults (UMAP's loss on the table)",
     "tl-neg": "twinlearn CNE, NEG (defaults)",
     "tl-infonce": "twinlearn CNE, InfoNCE (defaults)",
     "tl-tldr": "twinlearn TLDR, fast setting, 1 epoch (kNN 'auto': exact <= 20 000, HNSW above)",
@@ -60,7 +61,7 @@ K, SAMPLE = 15, 2000
 
 
 # --- workers: run in their own process; the peers' never import twinlearn ----------------------
-def _twinlearn_cne(X: np.ndarray, mode: str) -> tuple[np.ndarray, dict]:
+def _twinlearn_cne(X: np.ndarray, mode: str | None) -> tuple[np.ndarray, dict]:
     from twinlearn import CNE
 
     model = CNE(loss_mode=mode, random_state=0)
@@ -149,7 +150,7 @@ def worker(method: str, data: str, n: int, result: str) -> None:
         logging.getLogger("twinlearn").addHandler(handler)
         logging.getLogger("twinlearn").setLevel(logging.INFO)
     clock = time.perf_counter()
-    runners = {"tl-neg": lambda: _twinlearn_cne(X, "neg"), "tl-infonce": lambda: _twinlearn_cne(X, "infonce"),
+    runners = {"tl-default": lambda: _twinlearn_cne(X, None), "tl-neg": lambda: _twinlearn_cne(X, "neg"), "tl-infonce": lambda: _twinlearn_cne(X, "infonce"),
                "tl-tldr": lambda: _twinlearn_tldr(X), "umap": lambda: _umap(X), "opentsne": lambda: _opentsne(X)}
     Y, stages = runners[method]()
     stages["fit"] = time.perf_counter() - clock

@@ -165,3 +165,13 @@ def test_a_default_fit_trains_the_umap_loss_from_umap_learns_scale():
     assert spread[:, 0].std() == pytest.approx(3.0, rel=1e-4)
     with pytest.raises(ValueError, match="init_scale"):
         CNE(init_scale=0.0).fit(X)
+
+
+def test_a_saved_default_model_keeps_the_loss_it_trained_with(tmp_path):
+    X = np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32)
+    model = CNE(n_epochs=2, random_state=0).fit(X)
+    model.save(tmp_path / "cne.safetensors")
+    loaded = CNE().load(tmp_path / "cne.safetensors", init=True)
+    assert loaded.loss_mode is None and loaded.loss_mode_ == model.loss_mode_ == "umap"
+    np.testing.assert_array_equal(loaded.embedding_, model.embedding_)
+    assert loaded.transform(X[:5] + 0.01).shape == (5, 2)  # placed with the UMAP loss again
