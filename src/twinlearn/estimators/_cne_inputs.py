@@ -1,6 +1,7 @@
 """CNE's inputs and what it trains: the aliased parameters, the defaults that follow the data's
-size (epochs, batch) and the settings (the loss, the start's scale), the data (features or precomputed distances), the labels of a supervised
-fit, the kNN index of the graph, the model (network or table), and new points placed in the map."""
+size (epochs, batch) and the other settings (the loss, the start's scale), the data (features
+or precomputed distances), the labels of a supervised fit, the kNN index of the graph, the
+model (network or table), and new points placed in the map."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from twinlearn.neighbors import KNNIndex
 from twinlearn.neighbors.graph import membership_distances, membership_strengths
 from twinlearn.neighbors.precomputed import PrecomputedIndex, check_precomputed
 from twinlearn.neighbors.supervised import check_labels
-from twinlearn.training.contrastive import ContrastiveRecipe, loss_mode
+from twinlearn.training.contrastive import ContrastiveRecipe, loss_mode, negatives
 from twinlearn.training.full_repulsion import check_full_repulsion, placement_negatives
 from twinlearn.training.placement import place_points
 
@@ -50,8 +51,6 @@ NETWORK_EPOCHS, NETWORK_BATCH, NETWORK_LR = 40, 8192, 1e-2
 #: the UMAP loss's start, as umap-learn's: coordinates spread to a largest |value| of 10 (from
 #: PC1 std 1 its repulsion scatters whole clusters in the first epochs)
 UMAP_START_EXTENT = 10.0
-#: ``negative_samples`` values that make every point a negative: InfoNCE's territory
-ALL_NEGATIVES = (-1, "full", "full-batch", "all")
 
 
 def default_loss_mode(params: dict[str, Any]) -> str:
@@ -64,8 +63,8 @@ def default_loss_mode(params: dict[str, Any]) -> str:
         return "neg"
     if params["s"] is not None or params["ince_spec"] is not None:
         return "infonce"
-    if (params["metric"] == "cosine" or params["eps"] < 1.0 or params["nesting_dims"] is not None
-            or params["negative_samples"] in ALL_NEGATIVES):
+    sampled = params["negative_samples"] is None or negatives(params["negative_samples"]) not in ("full", "all")
+    if params["metric"] == "cosine" or params["eps"] < 1.0 or params["nesting_dims"] is not None or not sampled:
         return "infonce"
     return "neg" if params["parametric"] else "umap"
 
