@@ -223,3 +223,18 @@ def test_corrupt_checkpoints_are_refused_cleanly_or_train_on(checkpoints, tmp_pa
         assert trainer.epoch == N_EPOCHS and len(trainer.loss_history) == N_EPOCHS
 
     run_cases(corrupt_checkpoints(checkpoints), check, record_property)
+
+
+@pytest.mark.parametrize("step", [-8192.0, 2.5])
+def test_an_adam_step_count_below_zero_or_fractional_is_refused(checkpoints, tmp_path, step):
+    # found by the test above in CI: a negative step overflowed Adam's β^step at the next step
+    path = tmp_path / "checkpoint.safetensors"
+    setup = next(s for s in SETUPS if s[0] == "Adam")
+    tensors, meta = read_raw(checkpoints[setup][0])
+    key = next(k for k in tensors if k.startswith("optimizer.") and k.endswith(".step"))
+    tensors[key] = torch.tensor(step)
+    write_raw(path, tensors, meta)
+    trainer = make_trainer(*setup)
+    with pytest.raises(ValueError, match="step") as info:
+        trainer.load_checkpoint(path)
+    assert str(path) in str(info.value)

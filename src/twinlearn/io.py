@@ -328,13 +328,15 @@ def _probe_state(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
     return [dict(probe.state[p]) for p in stand_ins]
 
 
-def _state_fits(value: object, reference: object, param: torch.Tensor) -> bool:
+def _state_fits(value: object, reference: object, param: torch.Tensor, key: str) -> bool:
     if not isinstance(reference, torch.Tensor):
-        return not isinstance(value, torch.Tensor) and fits_like(value, reference)
-    shape = () if reference.ndim == 0 else tuple(param.shape)
-    return (isinstance(value, torch.Tensor) and value.dtype == reference.dtype
-            and tuple(value.shape) == shape
-            and (not value.is_floating_point() or bool(torch.isfinite(value).all())))
+        fits = not isinstance(value, torch.Tensor) and fits_like(value, reference)
+    else:
+        shape = () if reference.ndim == 0 else tuple(param.shape)
+        fits = (isinstance(value, torch.Tensor) and value.dtype == reference.dtype and tuple(value.shape) == shape
+                and (not value.is_floating_point() or bool(torch.isfinite(value).all())))
+    # a negative or fractional step count overflowed Adam's bias correction β^step at the next step
+    return fits and (key != "step" or (math.isfinite(float(value)) and 0 <= float(value) == int(float(value))))
 
 
 def _checked_groups(optimizer: torch.optim.Optimizer, saved: object, path: object) -> list[dict]:
@@ -377,7 +379,7 @@ def optimizer_state(
         if pid not in params:
             raise ValueError(f"{path} has optimizer state {name!r} for no parameter of this model")
         param, group = params[pid]
-        if key not in expected[group] or not _state_fits(value, expected[group][key], param):
+        if key not in expected[group] or not _state_fits(value, expected[group][key], param, key):
             raise ValueError(f"{path}: optimizer state {name!r} is not what this optimizer keeps "
                              f"for a parameter of shape {tuple(param.shape)}")
         state.setdefault(int(pid), {})[key] = value
