@@ -123,6 +123,20 @@ def test_membership_strengths_follow_umap():
     assert np.allclose(membership_strengths(np.zeros((3, 4))), 1.0)
 
 
+def test_membership_strengths_are_solved_row_block_by_block(monkeypatch):
+    """Blocks of rows give the weights of one pass over all rows (each row is its own bisection;
+    only the σ floor is global), so memory stays bounded without changing the graph."""
+    import twinlearn.neighbors.graph as graph
+
+    d = np.sort(np.random.default_rng(1).uniform(0.0, 2.0, size=(1003, 7)), axis=1).astype(np.float32)
+    d[5] = 0.0  # a row of duplicates, held up by the floor from the mean of all rows
+    whole = membership_strengths(d)
+    monkeypatch.setattr(graph, "MEMBERSHIP_CHUNK_ROWS", 100)
+    blocked = membership_strengths(d)
+    assert whole.dtype == np.float32 and np.array_equal(blocked, whole)
+    assert np.allclose(blocked.sum(axis=1)[d[:, -1] > 0], np.log2(7), rtol=1e-5)
+
+
 def test_fuzzy_union_is_a_plus_at_minus_product():
     idx = np.array([[1, 2], [0, 2], [0, 1]])
     d = np.array([[1.0, 2.0], [1.0, 3.0], [2.0, 3.0]])
@@ -172,3 +186,35 @@ def test_verbose_fits_show_the_knn_and_graph_steps(method, capsys):
     assert ("kNN index" in err) == (method == "hnsw")  # a faiss index is built in chunks too
     CNE(n_epochs=1, knn_method=method, random_state=0).fit(X)
     assert capsys.readouterr().err == ""
+
+
+def test_the_index_is_freed_before_the_graph_weights_are_built(monkeypatch):
+    """The search structure lives only for the graph's search: at 10⁶ points an HNSW graph is
+    0.6 GB that would otherwise sit beside the fuzzy union's temporaries (the fit's peak)."""
+    import weakref
+
+    import twinlearn.neighbors.graph as graph
+    from twinlearn.neighbors import KNNIndex, positive_edges
+
+    X = np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32)
+    built = []
+
+    def make_index():
+        index = KNNIndex("exact").build(X)
+        built.append(weakref.ref(index))
+        return index
+
+    alive_at_union = []
+    real_union = graph.fuzzy_union_edges
+
+    def union(*args, **kwargs):
+        alive_at_union.append(built[0]() is not None)
+        return real_union(*args, **kwargs)
+
+    monkeypatch.setattr(graph, "fuzzy_union_edges", union)
+    heads, tails, weights = positive_edges(X, None, make_index=make_index, n_neighbors=5, fuzzy=True)
+    assert alive_at_union == [False] and len(heads) == len(tails) == len(weights) >= 200 * 5
+    # a graph given needs no index: none is built
+    positive_edges(X, np.argsort(np.random.default_rng(1).random((200, 200)), axis=1)[:, 1:6],
+                   make_index=make_index, n_neighbors=5, fuzzy=True)
+    assert len(built) == 1

@@ -26,11 +26,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 import torch
 
 from twinlearn._checks import one_of
-from twinlearn._device import make_generator
 from twinlearn.data.arrays import ArrayLike, is_index_selection, validate_sample_indices
 from twinlearn.estimators._base import TwinlearnEstimator, keep_prefix, output_like
 from twinlearn.estimators._cne_files import CNEModelFile
@@ -50,8 +48,6 @@ from twinlearn.estimators._params import (
 from twinlearn.estimators.contrastive import CALLBACKS, CONTRASTIVE_CONSTRAINTS
 from twinlearn.neighbors import KNN_METHODS
 from twinlearn.neighbors.index import KNN_METRICS
-from twinlearn.neighbors.supervised import labelled_positive_edges
-from twinlearn.pairs import EdgePairSource
 from twinlearn.training import distributed
 from twinlearn.training.callbacks import EmbeddingSnapshots
 from twinlearn.training.contrastive import contrastive_run
@@ -326,18 +322,10 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         init = self._check_init(init, X.shape[0])
         seed, device = distributed.agreed_seed(X, self._seed()), self._device()  # before any work
         clock = time.perf_counter()
-        heads, tails, weights = labelled_positive_edges(
-            X, graph, index=distributed.ShardedIndex(self._knn_index(X, device, seed), X) if graph is None else None,
-            n_neighbors=k,
-            fuzzy=self.edge_weights == "fuzzy", codes=codes, target_weight=self.target_weight)
-        self.neighbor_graph_ = scipy.sparse.csr_matrix(
-            (np.ones(len(heads), dtype=np.float32) if weights is None else weights, (heads, tails)),
-            shape=(X.shape[0],) * 2)
+        pairs = self._edge_pairs(X, graph, k, codes, seed, device)  # sets neighbor_graph_
         self.timings_ = {"knn": time.perf_counter() - clock}
         clock = time.perf_counter()
         model, store = self._model(X, init, seed, device)
-        pairs = EdgePairSource(heads, tails, self._batch(len(heads), weights), device, make_generator(seed + 1, device),
-                               weights=weights)
         snapshots = EmbeddingSnapshots(lambda: self._embed_training(model, X), self.save_freq) if self.save_freq else None
         self.timings_["init"] = time.perf_counter() - clock
         make_run = tsne_run if self.negative_samples == "all" else contrastive_run

@@ -6,6 +6,8 @@ beyond), weights float32; every step is a vectorised sparse-matrix operation, O(
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 import scipy.sparse
 
@@ -84,11 +86,17 @@ def _nodes(ids: np.ndarray, n: int) -> np.ndarray:
 _MIN_SIGMA_SCALE = 1e-3
 
 
+#: rows whose memberships are solved at once: the bisection's float64 temporaries stay ~10 MB
+#: each instead of growing with n (at 10⁶ points × 15 they took 0.5 GB)
+MEMBERSHIP_CHUNK_ROWS = 65536
+
+
 def membership_strengths(distances: np.ndarray, n_iter: int = 40, show_progress: bool = False) -> np.ndarray:
     """UMAP's fuzzy membership of each point's neighbours (McInnes, Healy & Melville, 2018).
 
     ``w_ij = exp(−(d_ij − ρ_i) / σ_i)``, with ``ρ_i`` the distance to the nearest neighbour and
-    ``σ_i`` found by bisection (all rows at once) so that each row sums to ``log2(k)``.
+    ``σ_i`` found by bisection (rows in blocks of :data:`MEMBERSHIP_CHUNK_ROWS`) so that each
+    row sums to ``log2(k)``.
 
     Parameters
     ----------
@@ -99,22 +107,33 @@ def membership_strengths(distances: np.ndarray, n_iter: int = 40, show_progress:
 
     Returns
     -------
-    ndarray of float64, shape (n_samples, k), values in (0, 1]
+    ndarray of float32, shape (n_samples, k), values in [0, 1]
     """
+    distances = np.asarray(distances)
+    n, k = distances.shape
+    floor = _MIN_SIGMA_SCALE * max(float(np.mean(distances, dtype=np.float64)), np.finfo(np.float64).tiny)
+    out = np.empty((n, k), dtype=np.float32)
+    for start in progress(range(0, n, MEMBERSHIP_CHUNK_ROWS), show_progress, "graph weights",
+                          -(-n // MEMBERSHIP_CHUNK_ROWS), "block"):
+        stop = start + MEMBERSHIP_CHUNK_ROWS
+        out[start:stop] = _row_memberships(distances[start:stop], n_iter, floor)
+    return out
+
+
+def _row_memberships(distances: np.ndarray, n_iter: int, floor: float) -> np.ndarray:
+    """:func:`membership_strengths` of a block of rows (float64: each row's sum must hit
+    ``log2 k``), with σ at least ``floor``."""
     d = np.asarray(distances, dtype=np.float64)
-    n, k = d.shape
-    rho = d.min(axis=1, keepdims=True)
-    excess = np.maximum(d - rho, 0.0)
-    target = np.log2(max(k, 2))
-    lo = np.zeros((n, 1))
-    hi = np.full((n, 1), np.inf)
-    sigma = np.ones((n, 1))
-    for _ in progress(range(n_iter), show_progress, "graph weights", unit="step"):
+    excess = np.maximum(d - d.min(axis=1, keepdims=True), 0.0)
+    target = np.log2(max(d.shape[1], 2))
+    lo = np.zeros((len(d), 1))
+    hi = np.full((len(d), 1), np.inf)
+    sigma = np.ones((len(d), 1))
+    for _ in range(n_iter):
         too_wide = np.exp(-excess / sigma).sum(axis=1, keepdims=True) > target
         hi = np.where(too_wide, sigma, hi)
         lo = np.where(too_wide, lo, sigma)
         sigma = np.where(np.isinf(hi), sigma * 2, (lo + hi) / 2)
-    floor = _MIN_SIGMA_SCALE * max(float(d.mean()), np.finfo(np.float64).tiny)
     return np.exp(-excess / np.maximum(sigma, floor))
 
 
@@ -133,12 +152,17 @@ def fuzzy_union_edges(
     if not np.all(np.isfinite(distances)) or (distances < 0).any():
         raise ValueError("distances must be finite and non-negative")
     n, k = indices.shape
-    # the bisection in float64 (each row's sum must hit log2 k), the (n, k) result in float32
-    memberships = membership_strengths(distances, show_progress=show_progress).astype(np.float32)
+    memberships = membership_strengths(distances, show_progress=show_progress)
     rows = np.repeat(np.arange(n, dtype=index_dtype(n)), k)
     A = scipy.sparse.csr_matrix((memberships.ravel(), (rows, indices.ravel())), shape=(n, n))
-    A.data = np.minimum(A.data, 1.0)  # a neighbour listed twice is still one membership
-    W = (A + A.T - A.multiply(A.T)).tocoo()
+    del memberships, rows  # each step frees what it consumed: at 10⁶ points every copy is 0.1 GB
+    np.minimum(A.data, 1.0, out=A.data)  # a neighbour listed twice is still one membership
+    mutual = A.multiply(A.T)
+    W = A + A.T
+    del A
+    W -= mutual
+    del mutual
+    W = W.tocoo()
     weights = W.data
     # memberships that underflow float32 (far neighbours of a tight point) are no edges
     keep = (W.row != W.col) & (weights > 0)
@@ -198,7 +222,8 @@ def membership_distances(dist: np.ndarray, metric: str) -> np.ndarray:
 
 
 def positive_edges(
-    X, graph: object, *, index, n_neighbors: int, fuzzy: bool
+    X, graph: object, *, make_index: Callable[[], Any] | None, n_neighbors: int, fuzzy: bool,
+    show_progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Directed edges ``(heads, tails)`` of the symmetrised neighbour graph of ``X`` and their
     weights (``None`` for a binary graph): CNE's positive pairs.
@@ -207,17 +232,21 @@ def positive_edges(
     ----------
     X : array of shape (n_samples, n_features)
     graph : None, int array of shape (n_samples, k), (indices, distances) or scipy sparse matrix
-        ``None``: the ``n_neighbors`` nearest neighbours from ``index``; an index array (or the
-        pair :func:`~twinlearn.neighbors.files.load_knn` returns, whose distances of unknown
-        metric are not used): those neighbours (their distances computed from ``X`` for fuzzy
-        weights); a sparse matrix:
+        ``None``: the ``n_neighbors`` nearest neighbours from the index ``make_index`` builds; an
+        index array (or the pair :func:`~twinlearn.neighbors.files.load_knn` returns, whose
+        distances of unknown metric are not used): those neighbours (their distances computed
+        from ``X`` for fuzzy weights); a sparse matrix:
         its weights, symmetrised as ``max(W, Wᵀ)`` (its nonzero pattern when not ``fuzzy``),
         e.g. scanpy's ``obsp["connectivities"]``.
-    index : KNNIndex
-        Built on ``X``; used when ``graph`` is None.
+    make_index : callable returning a built KNNIndex, or None
+        Called only when ``graph`` is None. The index lives only for its search, so its
+        structures (0.6 GB for an HNSW graph of 10⁶ points) are freed before the weights are
+        built.
     n_neighbors : int
     fuzzy : bool
         UMAP's fuzzy union weights (:func:`fuzzy_union_edges`) instead of a binary union.
+    show_progress : bool
+        Progress bars over the weights' blocks.
     """
     n = X.shape[0]
     if isinstance(graph, tuple) and len(graph) == 2:
@@ -225,12 +254,18 @@ def positive_edges(
     if scipy.sparse.issparse(graph):
         return weighted_edges(graph, n) if fuzzy else (*symmetric_edges(graph, n), None)
     if graph is None:
-        idx, dist = index.query_self(n_neighbors)
-        dist = membership_distances(dist, index.metric)
+        idx, dist = _search(make_index, n_neighbors)
     else:
         idx = check_knn_indices(graph, n)
         dist = neighbor_distances(X, idx) if fuzzy else None
     if fuzzy:
-        # the index says whether the caller wants progress bars (an estimator's verbose)
-        return fuzzy_union_edges(idx, dist, show_progress=getattr(index, "show_progress", False))
+        return fuzzy_union_edges(idx, dist, show_progress=show_progress)
     return (*symmetric_edges(idx, n), None)
+
+
+def _search(make_index: Callable[[], Any], n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``n_neighbors`` nearest other rows and the distances fuzzy weights read, from
+    an index that is gone when this returns."""
+    index = make_index()
+    idx, dist = index.query_self(n_neighbors)
+    return idx, membership_distances(dist, index.metric)

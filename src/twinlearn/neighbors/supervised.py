@@ -11,6 +11,8 @@ the same on the edge list CNE trains on.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 import scipy.sparse
 
@@ -88,12 +90,13 @@ def supervised_edges(
 
 
 def labelled_positive_edges(
-    X: object, graph: object, *, index: object, n_neighbors: int, fuzzy: bool,
-    codes: np.ndarray | None, target_weight: float,
+    X: object, graph: object, *, make_index: Callable[[], Any] | None, n_neighbors: int, fuzzy: bool,
+    codes: np.ndarray | None, target_weight: float, show_progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`~twinlearn.neighbors.positive_edges`, then intersected with the labels ``codes``
     (:func:`supervised_edges`) when there are any; ``codes=None`` changes nothing."""
-    heads, tails, weights = positive_edges(X, graph, index=index, n_neighbors=n_neighbors, fuzzy=fuzzy)
+    heads, tails, weights = positive_edges(X, graph, make_index=make_index, n_neighbors=n_neighbors,
+                                           fuzzy=fuzzy, show_progress=show_progress)
     if codes is None or weights is None:  # callers refuse labels with a binary graph
         return heads, tails, weights
     return supervised_edges(heads, tails, weights, codes, target_weight)

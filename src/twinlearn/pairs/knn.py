@@ -86,10 +86,12 @@ class EdgePairSource:
         weights: np.ndarray | None = None,
     ) -> None:
         # one (n_edges, 2) array of int32 (int64 beyond 2³¹ points): an epoch's shuffle is
-        # then a single gather of 8-byte rows
-        edges = torch.stack([torch.as_tensor(heads), torch.as_tensor(tails)], 1).to(torch.int64)
-        small = edges.numel() == 0 or int(edges.max()) < 2**31
-        self.edges = edges.to(dtype=torch.int32 if small else torch.int64, device=device)
+        # then a single gather of 8-byte rows. Stacked straight into that dtype: an int64
+        # copy on the way took 0.37 GB at 23·10⁶ edges
+        heads, tails = torch.as_tensor(heads), torch.as_tensor(tails)
+        small = heads.numel() == 0 or max(int(heads.max()), int(tails.max())) < 2**31
+        dtype = torch.int32 if small else torch.int64
+        self.edges = torch.stack([heads.to(dtype), tails.to(dtype)], 1).to(device)
         self.batch_size = batch_size
         self.device = device
         self.generator = generator
