@@ -72,6 +72,61 @@ def test_the_fused_kernel_gives_the_same_bits_on_any_number_of_threads(mode):
         assert torch.equal(grad, grads[0][1])
 
 
+@pytest.mark.parametrize("frozen", [0, 30])
+def test_the_row_step_is_sgd_on_the_dense_gradient_clipped(frozen):
+    """FusedTableSGD updates only the batch's rows; the others have a zero gradient, so the
+    table must equal torch's SGD step on the dense gradient clipped by value (repeated rows
+    summed first; the frozen rows of a placement table left as they are)."""
+    from twinlearn.encoders.table import FrozenRowsTable
+    from twinlearn.losses.fused_table import FusedTableSGD
+
+    g = torch.Generator().manual_seed(0)
+    init = torch.randn(400, 2, generator=g) * 3
+    batches = [(torch.randint(400, (300,), generator=g), torch.randint(400, (300,), generator=g)) for _ in range(3)]
+    tables = []
+    for rows in (False, True):
+        table = FrozenRowsTable(init, frozen) if frozen else EmbeddingTable(init)
+        loss = ContrastiveLoss("umap", CauchyKernel.umap(1.577, 0.8951), negative_samples=5, reduction="sum",
+                               generator=torch.Generator().manual_seed(3))
+        objective = FusedTableObjective(table, loss)
+        params = [{"params": [table.weight]}]
+        optimizer = FusedTableSGD(objective, params, lr=0.5, clip=4.0) if rows else torch.optim.SGD(params, lr=0.5)
+        objective(batches[-1]).backward()  # a backward no step used: zero_grad drops it
+        for batch in batches:
+            optimizer.zero_grad(set_to_none=True)
+            objective(batch).backward()
+            if not rows:
+                assert table.weight.grad is not None and float(table.weight.grad.abs().max()) > 4.0  # clipping acts
+                torch.nn.utils.clip_grad_value_([table.weight], 4.0)
+            else:
+                assert table.weight.grad is None  # the gradient waits in the objective for the row step
+            optimizer.step()
+        tables.append(table.weight.detach().clone())
+    torch.testing.assert_close(tables[1], tables[0], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(tables[1], init)
+    assert torch.equal(tables[1][:frozen], init[:frozen])
+
+
+def test_the_table_recipe_takes_the_row_step_and_momentum_the_dense_one(blobs):
+    from twinlearn.losses.fused_table import FusedTableSGD
+    from twinlearn.training.contrastive import ContrastiveRecipe, contrastive_run
+    from twinlearn.pairs import EdgePairSource
+
+    X, _ = blobs
+    heads, tails = np.arange(len(X) - 1), np.arange(1, len(X))
+    kinds = []
+    for momentum, precision in ((0.0, "fp32"), (0.9, "fp32"), (0.0, "fp16")):
+        pairs = EdgePairSource(heads, tails, 64, torch.device("cpu"), torch.Generator().manual_seed(0))
+        recipe = ContrastiveRecipe(loss_mode="umap", negative_samples=5, n_epochs=1, momentum=momentum,
+                                   precision=precision)
+        run = contrastive_run(recipe, EmbeddingTable(np.random.default_rng(0).normal(size=(len(X), 2))),
+                              pairs, n=len(X))
+        kinds.append(type(run.trainer.optimizer))
+        run.trainer.fit()
+    # momentum keeps a state per row; fp16's loss scaler reads .grad
+    assert kinds == [FusedTableSGD, torch.optim.SGD, torch.optim.SGD]
+
+
 @pytest.mark.parametrize("mode, rtol", [("infonce", 1e-4), ("umap", 2e-2)])
 def test_fused_and_torch_paths_train_alike(blobs, monkeypatch, mode, rtol):
     X, _ = blobs

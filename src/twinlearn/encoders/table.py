@@ -12,7 +12,8 @@ class EmbeddingTable(nn.Module):
 
     A dense ``(n, d)`` float32 parameter (not ``nn.Embedding``): its gradient is dense, which
     lets the trainer clip and step it with ordinary optimizers and the fused CPU kernel write it
-    directly.
+    directly (or, with plain SGD, update the batch's rows in place:
+    :class:`~twinlearn.losses.fused_table.FusedTableSGD`).
 
     Parameters
     ----------
@@ -48,7 +49,8 @@ class FrozenRowsTable(EmbeddingTable):
         mask = torch.ones((self.weight.shape[0], 1), dtype=torch.float32)
         mask[:n_frozen] = 0.0
         self.register_buffer("trainable_rows", mask, persistent=False)
-        self.weight.register_hook(lambda grad: grad * self.trainable_rows.to(grad.device))
+        # (a fused table updated row by row gives no gradient: its step skips the frozen rows)
+        self.weight.register_hook(lambda grad: None if grad is None else grad * self.trainable_rows.to(grad.device))
 
     def free_rows(self) -> np.ndarray:
         """The rows past ``n_frozen``, as a float32 array."""

@@ -3,11 +3,15 @@ with the Cauchy kernel, compiled with numba (the CPU fast path of non-parametric
 
 Plain torch ops on the small gathered tensors of a neighbour-embedding batch are overhead-bound
 on a CPU (~0.7 s per epoch on MNIST-70k, see the performance notes); one compiled pass over the
-batch computes the same loss and the same dense gradient of the table in a few milliseconds.
+batch computes the same loss and the same gradient of the table in a few milliseconds.
 The negatives are drawn by :func:`~twinlearn.losses.sample_negatives` with the loss's own
 generator, exactly as the torch path does, so both paths give the same result from the same
-seed (up to float rounding) and the trainer, optimizer, clipping, schedule and checkpoints are
-unchanged: this only replaces ``forward``/``backward``.
+seed (up to float rounding); the trainer, schedule and checkpoints are unchanged.
+
+The gradient reaches autograd as the dense table gradient, or, with :class:`FusedTableSGD`
+(the optimizer of plain SGD on such a table), waits in the objective and that optimizer
+applies it, clipped, to the batch's rows alone: the same step, at the batch's cost instead
+of three passes over the whole table per step.
 """
 
 from __future__ import annotations
@@ -175,11 +179,27 @@ def _scatter_rows(grad, rows, local):  # pragma: no cover - compiled
             grad[rows[j], k] += local[j, k]
 
 
+def _step_rows(W, grad, rows, lr, clip, first_free):  # pragma: no cover - compiled
+    """SGD on the rows of ``rows`` only: ``W[r] -= lr · clip(grad[r])`` for each distinct row
+    from ``first_free`` on, whose gradient is then zeroed (a repeat of ``r`` finds zeros and
+    changes nothing; rows below ``first_free`` are frozen). The table's other rows have a zero
+    gradient, so this is the dense step (clipped as ``clip_grad_value_``) at the cost of the
+    batch, not of the table."""
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        for k in range(W.shape[1]):
+            g = grad[r, k]
+            if g != 0.0:
+                if r >= first_free:
+                    W[r, k] -= lr * min(max(g, -clip), clip)
+                grad[r, k] = 0.0
+
+
 if HAVE_NUMBA:
     _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
     _sq_dist, _denominator, _infonce_terms, _neg_terms, _umap_terms, _push = (
         _jit(f) for f in (_sq_dist, _denominator, _infonce_terms, _neg_terms, _umap_terms, _push))
-    _anchor_range, _scatter_rows = _jit(_anchor_range), _jit(_scatter_rows)
+    _anchor_range, _scatter_rows, _step_rows = _jit(_anchor_range), _jit(_scatter_rows), _jit(_step_rows)
 
 
 #: a batch is cut into chunks of at least this many anchors, and at most ``MAX_CHUNKS`` of them:
@@ -206,9 +226,10 @@ def _zeroed(workspace: dict, shape: tuple[int, ...], dtype: np.dtype) -> np.ndar
     return workspace[key]
 
 
-def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor, grad, pool, workspace):
+def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor, pool, workspace):
     """:func:`_anchor_range` over all anchors, in :func:`kernel_chunks` chunks run by ``pool``
-    (or one after another).
+    (or one after another). Returns the loss, ``∂loss/∂log ξ``, and the gradient as the batch's
+    rows (``heads`` then ``tails``, repeats included) with one gradient row each.
 
     The kernel works on a copy of the batch's ``2B`` rows and their gradient rather than on
     the table: its ~12 random row accesses per anchor then stay within a few hundred KB of
@@ -229,7 +250,7 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor
     args = (local, draws, mode, spec, log_xi, eps, c, power, factor)
     B = draws.shape[0]
     n_chunks = kernel_chunks(B)
-    buffers = _zeroed(workspace, (n_chunks,) + local.shape, grad.dtype)
+    buffers = _zeroed(workspace, (n_chunks,) + local.shape, W.dtype)
     bounds = [(t * B // n_chunks, (t + 1) * B // n_chunks) for t in range(n_chunks)]
 
     def run(t: int) -> tuple[float, float]:
@@ -238,35 +259,35 @@ def _loss_grad(W, heads, tails, draws, mode, spec, log_xi, eps, c, power, factor
     results = list(map(run, range(n_chunks)) if pool is None else pool.map(run, range(n_chunks)))
     for t in range(1, n_chunks):  # in place, in a fixed order
         buffers[0] += buffers[t]
-    _scatter_rows(grad, rows, buffers[0])
-    return sum(r[0] for r in results), sum(r[1] for r in results)
+    # a copy: the workspace is cleared by the next batch, which may come before this backward
+    return sum(r[0] for r in results), sum(r[1] for r in results), rows, buffers[0].copy()
 
 
 class _FusedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, power, factor, pool, workspace):
-        grad = torch.zeros_like(weight)
-        total, dlog_xi = _loss_grad(
+    def forward(ctx, weight, log_z, heads, tails, neg, mode, spec, log_xi, eps, c, power, factor, objective):
+        total, dlog_xi, ctx.rows, ctx.row_grads = _loss_grad(
             weight.detach().numpy(), heads.numpy(), tails.numpy(), neg.numpy(),
-            _MODE_CODE[mode], spec, log_xi, eps, c, power, factor, grad.numpy(), pool, workspace,
+            _MODE_CODE[mode], spec, log_xi, eps, c, power, factor, objective._pool, objective._workspace,
         )
-        ctx.save_for_backward(grad)
+        ctx.objective = objective
         ctx.dlog_xi = dlog_xi * factor
         return weight.new_tensor(total * factor)
 
     @staticmethod
     def backward(ctx, g):
-        (grad,) = ctx.saved_tensors
         g_log_z = g * ctx.dlog_xi if ctx.needs_input_grad[1] else None
-        # the trainer backpropagates 1.0: skip a pass over the whole table then
-        table_grad = grad if float(g) == 1.0 else grad * g
-        return table_grad, g_log_z, *([None] * 12)
+        # the trainer backpropagates 1.0: skip a pass over the rows then
+        row_grads = ctx.row_grads if float(g) == 1.0 else ctx.row_grads * float(g)
+        table_grad = ctx.objective._table_gradient(ctx.rows, row_grads)
+        return table_grad, g_log_z, *([None] * 11)
 
 
 class FusedTableObjective(nn.Module):
     """Drop-in replacement of ``TwinObjective(EmbeddingTable, Identity, loss, IndexRows)`` on
     CPU: same parameters (``encoder.weight``, ``loss.log_Z``), same state-dict keys, same loss
-    values and gradients, same consumption of the loss generator.
+    values and gradients (unless :class:`FusedTableSGD` takes the table's gradient: then it
+    stays here for that optimizer's row step), same consumption of the loss generator.
 
     Parameters
     ----------
@@ -289,6 +310,44 @@ class FusedTableObjective(nn.Module):
         self.n_threads = n_threads or torch.get_num_threads()
         self._pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
         self._workspace: dict = {}
+        #: set by :class:`FusedTableSGD`: gradients stay here (rows pending) for its step
+        self.row_updates = False
+        self._pending_grad: np.ndarray | None = None
+        self._pending_rows: list[np.ndarray] = []
+
+    def _table_gradient(self, rows: np.ndarray, row_grads: np.ndarray) -> torch.Tensor | None:
+        """The table's gradient from the batch's gradient rows: dense (the autograd contract),
+        or, with :attr:`row_updates`, summed into a kept buffer for :meth:`step_rows` (``None``
+        to autograd: a fresh N × d gradient, its clipping and the dense SGD step each passed
+        over the whole table, ~1 ms each per step at 10⁶ rows)."""
+        weight = self.encoder.weight
+        if not self.row_updates:
+            grad = torch.zeros_like(weight)
+            _scatter_rows(grad.numpy(), rows, row_grads)
+            return grad
+        if self._pending_grad is None or self._pending_grad.shape != tuple(weight.shape):
+            self._pending_grad = np.zeros(tuple(weight.shape), dtype=np.float32)
+        _scatter_rows(self._pending_grad, rows, row_grads)
+        self._pending_rows.append(rows)
+        return None
+
+    def step_rows(self, lr: float, clip: float | None) -> None:
+        """SGD on the table's rows with pending gradients (each clipped to ``[-clip, clip]``),
+        except the frozen rows of a
+        :class:`~twinlearn.encoders.table.FrozenRowsTable` (placement); the pending gradients
+        are consumed."""
+        table = self.encoder.weight.detach().numpy()
+        bound = np.float32(np.inf if clip is None else clip)
+        first_free = getattr(self.encoder, "n_frozen", 0)
+        for rows in self._pending_rows:
+            _step_rows(table, self._pending_grad, rows, np.float32(lr), bound, first_free)
+        self._pending_rows.clear()
+
+    def drop_pending(self) -> None:
+        """Forget the gradients no step has used (zeroing their rows only)."""
+        for rows in self._pending_rows:
+            self._pending_grad[rows] = 0.0
+        self._pending_rows.clear()
 
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         heads, tails = batch
@@ -307,5 +366,45 @@ class FusedTableObjective(nn.Module):
         kernel = loss.kernel
         return _FusedLoss.apply(
             self.encoder.weight, log_z, heads, tails, draws, loss.mode, spec, log_xi,
-            kernel.eps, kernel.scale**2, kernel.power, factor, self._pool, self._workspace,
+            kernel.eps, kernel.scale**2, kernel.power, factor, self,
         )
+
+
+class FusedTableSGD(torch.optim.SGD):
+    """Plain SGD (no momentum, no weight decay) for a :class:`FusedTableObjective`'s table that
+    updates only the rows of the batch, as umap-learn's layout optimisation does: the same step
+    as ``torch.optim.SGD`` on the dense gradient (whose other rows are zero) clipped by value
+    as ``clip_grad_value_``, but at the batch's cost (at 10⁶ rows the dense gradient's
+    allocation, clipping and update took ~3 passes over 8 MB per step). Other parameters
+    (NCE's ``log Z``) take the plain step. The state dict is ``SGD``'s.
+
+    Parameters
+    ----------
+    objective : FusedTableObjective
+        Its table must be the first parameter group's only parameter.
+    params : iterable of parameter groups
+    lr : float
+    clip : float, optional
+        Bound of the table's gradient values (the trainer's ``clip_grad_value``).
+    """
+
+    def __init__(self, objective: FusedTableObjective, params, lr: float, clip: float | None = None) -> None:
+        super().__init__(params, lr=lr)
+        if list(self.param_groups[0]["params"]) != [objective.encoder.weight]:
+            raise ValueError("the first parameter group must hold the table alone")
+        self.objective, self.clip = objective, clip
+        objective.row_updates = True
+
+    def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: D102
+        super().zero_grad(set_to_none)
+        self.objective.drop_pending()  # as a dense gradient would be: a backward with no step
+
+    def step(self, closure=None):  # noqa: D102
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with torch.no_grad():
+            self.objective.step_rows(self.param_groups[0]["lr"], self.clip)
+        super().step()  # the table's .grad is None: SGD skips it (log Z, if any, steps here)
+        return loss

@@ -160,7 +160,7 @@ def fuzzy_union_edges(
     mutual = A.multiply(A.T)
     W = A + A.T
     del A
-    W -= mutual
+    W = W - mutual
     del mutual
     W = W.tocoo()
     weights = W.data
@@ -222,8 +222,8 @@ def membership_distances(dist: np.ndarray, metric: str) -> np.ndarray:
 
 
 def positive_edges(
-    X, graph: object, *, make_index: Callable[[], Any] | None, n_neighbors: int, fuzzy: bool,
-    show_progress: bool = False,
+    X, graph: object, *, make_index: Callable[[], Any] | None = None, n_neighbors: int, fuzzy: bool,
+    show_progress: bool = False, index: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Directed edges ``(heads, tails)`` of the symmetrised neighbour graph of ``X`` and their
     weights (``None`` for a binary graph): CNE's positive pairs.
@@ -247,6 +247,8 @@ def positive_edges(
         UMAP's fuzzy union weights (:func:`fuzzy_union_edges`) instead of a binary union.
     show_progress : bool
         Progress bars over the weights' blocks.
+    index : KNNIndex, optional
+        A built index instead of ``make_index`` (it then lives as long as its caller keeps it).
     """
     n = X.shape[0]
     if isinstance(graph, tuple) and len(graph) == 2:
@@ -254,7 +256,9 @@ def positive_edges(
     if scipy.sparse.issparse(graph):
         return weighted_edges(graph, n) if fuzzy else (*symmetric_edges(graph, n), None)
     if graph is None:
-        idx, dist = _search(make_index, n_neighbors)
+        if make_index is None and index is None:
+            raise ValueError("positive_edges needs make_index (or index) when no graph is given")
+        idx, dist = _search(make_index or (lambda: index), n_neighbors)
     else:
         idx = check_knn_indices(graph, n)
         dist = neighbor_distances(X, idx) if fuzzy else None

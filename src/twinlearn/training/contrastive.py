@@ -151,6 +151,13 @@ class ContrastiveRecipe:
         log_z = getattr(getattr(objective.loss, "base_loss", objective.loss), "log_Z", None)
         if log_z is not None:
             groups.append({"params": [log_z], "lr": LOG_Z_LR})
+        # a fused table under plain SGD steps the batch's rows alone (not under fp16: its loss
+        # scaler unscales and checks only .grad)
+        plain_sgd = self.optimizer == "sgd" and self.momentum == 0 and self.weight_decay == 0
+        if plain_sgd and self.precision != "fp16" and hasattr(objective, "step_rows"):
+            from twinlearn.losses.fused_table import FusedTableSGD  # loaded with the objective
+
+            return FusedTableSGD(objective, groups, lr=self.learning_rate, clip=self.clip_grad)
         if self.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=self.learning_rate, momentum=self.momentum,
                                    weight_decay=self.weight_decay)

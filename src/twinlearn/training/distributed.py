@@ -238,8 +238,6 @@ class ShardedIndex:
     def __init__(self, index: Any, X: Any) -> None:
         self.index, self.X = index, X
         self.metric = index.metric
-        # the graph's later steps show progress as the index does
-        self.show_progress = getattr(index, "show_progress", False)
 
     def query_self(self, k: int, on_device: bool = False) -> tuple[Any, Any]:
         """As ``KNNIndex.query_self``: the ``k`` nearest other rows of every row."""

@@ -224,8 +224,11 @@ class Trainer:
             distributed.average_gradients(self.objective.parameters())
         if self.clip_grad_value is not None:
             self._scaler.unscale_(self.optimizer)
-            for group in self.optimizer.param_groups:
-                torch.nn.utils.clip_grad_value_(group["params"], self.clip_grad_value)
+            # a fused table's row step clips its own rows (its .grad stays None), and a group
+            # of parameters without gradients makes the foreach clip fail
+            grads = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if grads:
+                torch.nn.utils.clip_grad_value_(grads, self.clip_grad_value)
         self._scaler.step(self.optimizer)
         self._scaler.update()
         self.step += 1
