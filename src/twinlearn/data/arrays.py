@@ -256,7 +256,8 @@ def validate_sample_indices(idx: object, n_samples: int, name: str = "X") -> np.
     int or a 1-D array of ints, and :class:`SampleIndexError` (a ``ValueError``) naming the
     first index out of range.
     """
-    idx = np.asarray(idx)
+    # a list is read element by element: numpy would turn [0, 2**63] into floats
+    idx = np.array(idx, dtype=object) if isinstance(idx, (list, tuple)) and len(idx) else np.asarray(idx)
     # a Python int beyond int64 arrives as an object array
     integral = idx.dtype.kind in "iu" or (
         idx.dtype.kind == "O"

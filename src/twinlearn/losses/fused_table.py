@@ -184,14 +184,17 @@ def _step_rows(W, grad, rows, lr, clip, first_free):  # pragma: no cover - compi
     from ``first_free`` on, whose gradient is then zeroed (a repeat of ``r`` finds zeros and
     changes nothing; rows below ``first_free`` are frozen). The table's other rows have a zero
     gradient, so this is the dense step (clipped as ``clip_grad_value_``) at the cost of the
-    batch, not of the table."""
+    batch, not of the table. Rounded once, as torch's fused multiply-add ``p.add_(g,
+    alpha=-lr)`` is (the float32 product is exact in float64): the UMAP loss turns a last-bit
+    difference per step into points swapping places within a cluster."""
+    step = -np.float64(lr)
     for j in range(rows.shape[0]):
         r = rows[j]
         for k in range(W.shape[1]):
             g = grad[r, k]
             if g != 0.0:
                 if r >= first_free:
-                    W[r, k] -= lr * min(max(g, -clip), clip)
+                    W[r, k] = np.float32(np.float64(W[r, k]) + step * np.float64(min(max(g, -clip), clip)))
                 grad[r, k] = 0.0
 
 
@@ -404,7 +407,13 @@ class FusedTableSGD(torch.optim.SGD):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        with torch.no_grad():
-            self.objective.step_rows(self.param_groups[0]["lr"], self.clip)
+        group = self.param_groups[0]
+        if group["params"][0] is self.objective.encoder.weight:  # (not a copy probing the state)
+            with torch.no_grad():
+                self.objective.step_rows(group["lr"], self.clip)
         super().step()  # the table's .grad is None: SGD skips it (log Z, if any, steps here)
         return loss
+
+    def __getstate__(self) -> dict:
+        # torch keeps only the groups and state; a copy (io's state probe) needs the rest
+        return {**super().__getstate__(), "objective": self.objective, "clip": self.clip}
