@@ -218,3 +218,16 @@ def test_the_index_is_freed_before_the_graph_weights_are_built(monkeypatch):
     positive_edges(X, np.argsort(np.random.default_rng(1).random((200, 200)), axis=1)[:, 1:6],
                    make_index=make_index, n_neighbors=5, fuzzy=True)
     assert len(built) == 1
+
+
+def test_positive_edges_takes_a_built_index_too_and_refuses_neither():
+    from twinlearn.neighbors import KNNIndex, positive_edges
+
+    X = np.random.default_rng(2).normal(size=(120, 4)).astype(np.float32)
+    built = KNNIndex("exact").build(X)
+    by_index = positive_edges(X, None, index=built, n_neighbors=5, fuzzy=True)
+    by_factory = positive_edges(X, None, make_index=lambda: KNNIndex("exact").build(X), n_neighbors=5, fuzzy=True)
+    for a, b in zip(by_index, by_factory):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="make_index"):
+        positive_edges(X, None, n_neighbors=5, fuzzy=True)
