@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from twinlearn.losses import fused_table
+from twinlearn.training import row_sgd
 
 
 def step_ms(n: int, batch: int, negatives: int, steps: int, pool) -> float:
@@ -39,7 +40,7 @@ def step_ms(n: int, batch: int, negatives: int, steps: int, pool) -> float:
             table, heads, tails, draws, fused_table._MODE_CODE["neg"], 1.0, 0.0, 1.0, 1.0, 1.0,
             1.0 / batch, pool, workspace)
         fused_table._scatter_rows(pending, rows, row_grads)  # into the table's gradient, as a fit
-        fused_table._step_rows(table, pending, rows, np.float32(1e-6), np.float32(4.0), 0)
+        row_sgd._step_rows(table, pending, rows, np.float32(1e-6), np.float32(4.0), 0)
         times.append(time.perf_counter() - start)
     return float(np.median(times[4:]) * 1e3)
 

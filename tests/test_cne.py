@@ -78,7 +78,7 @@ def test_the_row_step_is_sgd_on_the_dense_gradient_clipped(frozen):
     table must equal torch's SGD step on the dense gradient clipped by value (repeated rows
     summed first; the frozen rows of a placement table left as they are)."""
     from twinlearn.encoders.table import FrozenRowsTable
-    from twinlearn.losses.fused_table import FusedTableSGD
+    from twinlearn.training.row_sgd import FusedTableSGD
 
     g = torch.Generator().manual_seed(0)
     init = torch.randn(400, 2, generator=g) * 3
@@ -109,7 +109,7 @@ def test_the_row_step_is_sgd_on_the_dense_gradient_clipped(frozen):
 
 
 def test_the_table_recipe_takes_the_row_step_and_momentum_the_dense_one(blobs):
-    from twinlearn.losses.fused_table import FusedTableSGD
+    from twinlearn.training.row_sgd import FusedTableSGD
     from twinlearn.training.contrastive import ContrastiveRecipe, contrastive_run
     from twinlearn.pairs import EdgePairSource
 

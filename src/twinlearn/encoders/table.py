@@ -13,7 +13,7 @@ class EmbeddingTable(nn.Module):
     A dense ``(n, d)`` float32 parameter (not ``nn.Embedding``): its gradient is dense, which
     lets the trainer clip and step it with ordinary optimizers and the fused CPU kernel write it
     directly (or, with plain SGD, update the batch's rows in place:
-    :class:`~twinlearn.losses.fused_table.FusedTableSGD`).
+    :class:`~twinlearn.training.row_sgd.FusedTableSGD`).
 
     Parameters
     ----------

@@ -8,10 +8,11 @@ The negatives are drawn by :func:`~twinlearn.losses.sample_negatives` with the l
 generator, exactly as the torch path does, so both paths give the same result from the same
 seed (up to float rounding); the trainer, schedule and checkpoints are unchanged.
 
-The gradient reaches autograd as the dense table gradient, or, with :class:`FusedTableSGD`
-(the optimizer of plain SGD on such a table), waits in the objective and that optimizer
-applies it, clipped, to the batch's rows alone: the same step, at the batch's cost instead
-of three passes over the whole table per step.
+The gradient reaches autograd as the dense table gradient, or, with
+:class:`~twinlearn.training.row_sgd.FusedTableSGD` (the optimizer of plain SGD on such a
+table), waits in the objective and that optimizer applies it, clipped, to the batch's rows
+alone: the same step, at the batch's cost instead of three passes over the whole table per
+step.
 """
 
 from __future__ import annotations
@@ -179,30 +180,11 @@ def _scatter_rows(grad, rows, local):  # pragma: no cover - compiled
             grad[rows[j], k] += local[j, k]
 
 
-def _step_rows(W, grad, rows, lr, clip, first_free):  # pragma: no cover - compiled
-    """SGD on the rows of ``rows`` only: ``W[r] -= lr · clip(grad[r])`` for each distinct row
-    from ``first_free`` on, whose gradient is then zeroed (a repeat of ``r`` finds zeros and
-    changes nothing; rows below ``first_free`` are frozen). The table's other rows have a zero
-    gradient, so this is the dense step (clipped as ``clip_grad_value_``) at the cost of the
-    batch, not of the table. Rounded once, as torch's fused multiply-add ``p.add_(g,
-    alpha=-lr)`` is (the float32 product is exact in float64): the UMAP loss turns a last-bit
-    difference per step into points swapping places within a cluster."""
-    step = -np.float64(lr)
-    for j in range(rows.shape[0]):
-        r = rows[j]
-        for k in range(W.shape[1]):
-            g = grad[r, k]
-            if g != 0.0:
-                if r >= first_free:
-                    W[r, k] = np.float32(np.float64(W[r, k]) + step * np.float64(min(max(g, -clip), clip)))
-                grad[r, k] = 0.0
-
-
 if HAVE_NUMBA:
     _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
     _sq_dist, _denominator, _infonce_terms, _neg_terms, _umap_terms, _push = (
         _jit(f) for f in (_sq_dist, _denominator, _infonce_terms, _neg_terms, _umap_terms, _push))
-    _anchor_range, _scatter_rows, _step_rows = _jit(_anchor_range), _jit(_scatter_rows), _jit(_step_rows)
+    _anchor_range, _scatter_rows = _jit(_anchor_range), _jit(_scatter_rows)
 
 
 #: a batch is cut into chunks of at least this many anchors, and at most ``MAX_CHUNKS`` of them:
@@ -289,8 +271,9 @@ class _FusedLoss(torch.autograd.Function):
 class FusedTableObjective(nn.Module):
     """Drop-in replacement of ``TwinObjective(EmbeddingTable, Identity, loss, IndexRows)`` on
     CPU: same parameters (``encoder.weight``, ``loss.log_Z``), same state-dict keys, same loss
-    values and gradients (unless :class:`FusedTableSGD` takes the table's gradient: then it
-    stays here for that optimizer's row step), same consumption of the loss generator.
+    values and gradients (unless :class:`~twinlearn.training.row_sgd.FusedTableSGD` takes the
+    table's gradient: then it stays here for that optimizer's row step), same consumption of
+    the loss generator.
 
     Parameters
     ----------
@@ -313,14 +296,15 @@ class FusedTableObjective(nn.Module):
         self.n_threads = n_threads or torch.get_num_threads()
         self._pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
         self._workspace: dict = {}
-        #: set by :class:`FusedTableSGD`: gradients stay here (rows pending) for its step
+        #: set by :class:`~twinlearn.training.row_sgd.FusedTableSGD`: gradients stay here
+        #: (rows pending) for its step
         self.row_updates = False
         self._pending_grad: np.ndarray | None = None
         self._pending_rows: list[np.ndarray] = []
 
     def _table_gradient(self, rows: np.ndarray, row_grads: np.ndarray) -> torch.Tensor | None:
         """The table's gradient from the batch's gradient rows: dense (the autograd contract),
-        or, with :attr:`row_updates`, summed into a kept buffer for :meth:`step_rows` (``None``
+        or, with :attr:`row_updates`, summed into a kept buffer for :meth:`take_pending` (``None``
         to autograd: a fresh N × d gradient, its clipping and the dense SGD step each passed
         over the whole table, ~1 ms each per step at 10⁶ rows)."""
         weight = self.encoder.weight
@@ -334,17 +318,12 @@ class FusedTableObjective(nn.Module):
         self._pending_rows.append(rows)
         return None
 
-    def step_rows(self, lr: float, clip: float | None) -> None:
-        """SGD on the table's rows with pending gradients (each clipped to ``[-clip, clip]``),
-        except the frozen rows of a
-        :class:`~twinlearn.encoders.table.FrozenRowsTable` (placement); the pending gradients
-        are consumed."""
-        table = self.encoder.weight.detach().numpy()
-        bound = np.float32(np.inf if clip is None else clip)
-        first_free = getattr(self.encoder, "n_frozen", 0)
-        for rows in self._pending_rows:
-            _step_rows(table, self._pending_grad, rows, np.float32(lr), bound, first_free)
-        self._pending_rows.clear()
+    def take_pending(self) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        """The kept table gradient and the row index arrays of the batches summed into it since
+        the last call (the caller steps those rows and zeroes them; see
+        :class:`~twinlearn.training.row_sgd.FusedTableSGD`)."""
+        rows, self._pending_rows = self._pending_rows, []
+        return self._pending_grad, rows
 
     def drop_pending(self) -> None:
         """Forget the gradients no step has used (zeroing their rows only)."""
@@ -371,49 +350,3 @@ class FusedTableObjective(nn.Module):
             self.encoder.weight, log_z, heads, tails, draws, loss.mode, spec, log_xi,
             kernel.eps, kernel.scale**2, kernel.power, factor, self,
         )
-
-
-class FusedTableSGD(torch.optim.SGD):
-    """Plain SGD (no momentum, no weight decay) for a :class:`FusedTableObjective`'s table that
-    updates only the rows of the batch, as umap-learn's layout optimisation does: the same step
-    as ``torch.optim.SGD`` on the dense gradient (whose other rows are zero) clipped by value
-    as ``clip_grad_value_``, but at the batch's cost (at 10⁶ rows the dense gradient's
-    allocation, clipping and update took ~3 passes over 8 MB per step). Other parameters
-    (NCE's ``log Z``) take the plain step. The state dict is ``SGD``'s.
-
-    Parameters
-    ----------
-    objective : FusedTableObjective
-        Its table must be the first parameter group's only parameter.
-    params : iterable of parameter groups
-    lr : float
-    clip : float, optional
-        Bound of the table's gradient values (the trainer's ``clip_grad_value``).
-    """
-
-    def __init__(self, objective: FusedTableObjective, params, lr: float, clip: float | None = None) -> None:
-        super().__init__(params, lr=lr)
-        if list(self.param_groups[0]["params"]) != [objective.encoder.weight]:
-            raise ValueError("the first parameter group must hold the table alone")
-        self.objective, self.clip = objective, clip
-        objective.row_updates = True
-
-    def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: D102
-        super().zero_grad(set_to_none)
-        self.objective.drop_pending()  # as a dense gradient would be: a backward with no step
-
-    def step(self, closure=None):  # noqa: D102
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        group = self.param_groups[0]
-        if group["params"][0] is self.objective.encoder.weight:  # (not a copy probing the state)
-            with torch.no_grad():
-                self.objective.step_rows(group["lr"], self.clip)
-        super().step()  # the table's .grad is None: SGD skips it (log Z, if any, steps here)
-        return loss
-
-    def __getstate__(self) -> dict:
-        # torch keeps only the groups and state; a copy (io's state probe) needs the rest
-        return {**super().__getstate__(), "objective": self.objective, "clip": self.clip}

@@ -154,8 +154,8 @@ class ContrastiveRecipe:
         # a fused table under plain SGD steps the batch's rows alone (not under fp16: its loss
         # scaler unscales and checks only .grad)
         plain_sgd = self.optimizer == "sgd" and self.momentum == 0 and self.weight_decay == 0
-        if plain_sgd and self.precision != "fp16" and hasattr(objective, "step_rows"):
-            from twinlearn.losses.fused_table import FusedTableSGD  # loaded with the objective
+        if plain_sgd and self.precision != "fp16" and hasattr(objective, "take_pending"):
+            from twinlearn.training.row_sgd import FusedTableSGD
 
             return FusedTableSGD(objective, groups, lr=self.learning_rate, clip=self.clip_grad)
         if self.optimizer == "sgd":
