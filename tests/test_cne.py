@@ -72,11 +72,12 @@ def test_the_fused_kernel_gives_the_same_bits_on_any_number_of_threads(mode):
         assert torch.equal(grad, grads[0][1])
 
 
-@pytest.mark.parametrize("frozen", [0, 30])
-def test_the_row_step_is_sgd_on_the_dense_gradient_clipped(frozen):
+@pytest.mark.parametrize("frozen, passes", [(0, 1), (30, 1), (0, 2)])
+def test_the_row_step_is_sgd_on_the_dense_gradient_clipped(frozen, passes):
     """FusedTableSGD updates only the batch's rows; the others have a zero gradient, so the
     table must equal torch's SGD step on the dense gradient clipped by value (repeated rows
-    summed first; the frozen rows of a placement table left as they are)."""
+    summed first, and so are two backward passes before one step; the frozen rows of a
+    placement table left as they are)."""
     from twinlearn.encoders.table import FrozenRowsTable
     from twinlearn.training.row_sgd import FusedTableSGD
 
@@ -94,7 +95,8 @@ def test_the_row_step_is_sgd_on_the_dense_gradient_clipped(frozen):
         objective(batches[-1]).backward()  # a backward no step used: zero_grad drops it
         for batch in batches:
             optimizer.zero_grad(set_to_none=True)
-            objective(batch).backward()
+            for extra in range(passes):
+                objective(batches[extra] if extra else batch).backward()
             if not rows:
                 assert table.weight.grad is not None and float(table.weight.grad.abs().max()) > 4.0  # clipping acts
                 torch.nn.utils.clip_grad_value_([table.weight], 4.0)

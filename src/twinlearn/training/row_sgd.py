@@ -11,23 +11,20 @@ import torch
 from twinlearn.losses.fused_table import HAVE_NUMBA, FusedTableObjective
 
 
-def _step_rows(W, grad, rows, lr, clip, first_free):  # pragma: no cover - compiled
-    """SGD on the rows of ``rows`` only: ``W[r] -= lr · clip(grad[r])`` for each distinct row
-    from ``first_free`` on, whose gradient is then zeroed (a repeat of ``r`` finds zeros and
-    changes nothing; rows below ``first_free`` are frozen). The table's other rows have a zero
-    gradient, so this is the dense step (clipped as ``clip_grad_value_``) at the cost of the
-    batch, not of the table. Rounded once, as torch's fused multiply-add ``p.add_(g,
-    alpha=-lr)`` is (the float32 product is exact in float64): the UMAP loss turns a last-bit
-    difference per step into points swapping places within a cluster."""
+def _step_rows(W, rows, grad, lr, clip, first_free):  # pragma: no cover - compiled
+    """SGD on the distinct rows ``rows`` only: ``W[rows[j]] -= lr · clip(grad[j])``, except
+    rows below ``first_free`` (frozen). The table's other rows have a zero gradient, so this is
+    the dense step (clipped as ``clip_grad_value_``) at the cost of the batch, not of the
+    table. Rounded once, as torch's fused multiply-add ``p.add_(g, alpha=-lr)`` is (the
+    float32 product is exact in float64): the UMAP loss turns a last-bit difference per step
+    into points swapping places within a cluster."""
     step = -np.float64(lr)
     for j in range(rows.shape[0]):
         r = rows[j]
-        for k in range(W.shape[1]):
-            g = grad[r, k]
-            if g != 0.0:
-                if r >= first_free:
-                    W[r, k] = np.float32(np.float64(W[r, k]) + step * np.float64(min(max(g, -clip), clip)))
-                grad[r, k] = 0.0
+        if r >= first_free:
+            for k in range(W.shape[1]):
+                g = min(max(grad[j, k], -clip), clip)
+                W[r, k] = np.float32(np.float64(W[r, k]) + step * np.float64(g))
 
 
 if HAVE_NUMBA:
@@ -37,9 +34,9 @@ if HAVE_NUMBA:
 
 
 class FusedTableSGD(torch.optim.SGD):
-    """Plain SGD (no momentum, no weight decay) for a :class:`~twinlearn.losses.fused_table.FusedTableObjective`'s
-    table that
-    updates only the rows of the batch, as umap-learn's layout optimisation does: the same step
+    """Plain SGD (no momentum, no weight decay) for the table of a
+    :class:`~twinlearn.losses.fused_table.FusedTableObjective` that updates only the rows of
+    the batch, as umap-learn's layout optimisation does: the same step
     as ``torch.optim.SGD`` on the dense gradient (whose other rows are zero) clipped by value
     as ``clip_grad_value_``, but at the batch's cost (at 10⁶ rows the dense gradient's
     allocation, clipping and update took ~3 passes over 8 MB per step). Other parameters
@@ -83,12 +80,17 @@ class FusedTableSGD(torch.optim.SGD):
         except the frozen rows of a :class:`~twinlearn.encoders.table.FrozenRowsTable`
         (placement); the pending gradients are consumed."""
         encoder = self.objective.encoder
-        grad, batches = self.objective.take_pending()
-        table = encoder.weight.detach().numpy()
+        pending = self.objective.take_pending()
+        if not pending:
+            return
+        rows, grad = pending[0]
+        if len(pending) > 1:  # several backward passes: their sum per row, as .grad would hold
+            rows, inverse = np.unique(np.concatenate([r for r, _ in pending]), return_inverse=True)
+            grad = np.zeros((len(rows), encoder.weight.shape[1]), dtype=np.float32)
+            np.add.at(grad, inverse, np.concatenate([g for _, g in pending]))
         bound = np.float32(np.inf if self.clip is None else self.clip)
-        first_free = getattr(encoder, "n_frozen", 0)
-        for rows in batches:
-            _step_rows(table, grad, rows, np.float32(lr), bound, first_free)
+        table = encoder.weight.detach().numpy()
+        _step_rows(table, rows, grad, np.float32(lr), bound, getattr(encoder, "n_frozen", 0))
 
     def __getstate__(self) -> dict:
         # torch keeps only the groups and state; a copy (io's state probe) needs the rest
