@@ -68,7 +68,7 @@ def spy_on_fit(monkeypatch, cls):
 def test_cne_map_beats_the_stored_umap_on_cell_types(pbmc):
     labels = pbmc.obs["bulk_labels"]
     ours = []
-    for seed in (2, 1, 0):  # 700 cells: one seed's map moves the figure by ±0.01, so three
+    for seed in (4, 3, 2, 1, 0):  # 700 cells: one seed's map moves the figure by ±0.01, so five
         assert cne(pbmc, random_state=seed) is None
         ours.append(loo_knn_accuracy(pbmc.obsm["X_cne"], labels))
     umap = loo_knn_accuracy(pbmc.obsm["X_umap"], labels)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from twinlearn.pairs import EdgePairSource, KNNPairSource
+from twinlearn.pairs import knn as knn_pairs
 
 
 def test_knn_pairs_cover_anchors_once_and_draw_true_neighbours():
@@ -44,7 +45,10 @@ def test_edge_pairs_visit_every_edge_once():
     assert sorted(seen) == sorted(zip(heads.tolist(), tails.tolist()))
 
 
-def test_weighted_edges_are_drawn_in_proportion_to_their_weight():
+@pytest.mark.parametrize("path", ["compiled", "torch"])
+def test_weighted_edges_are_drawn_in_proportion_to_their_weight(path, monkeypatch):
+    # "torch": the order a GPU and small graphs use (randperm of the kept edges)
+    monkeypatch.setattr(knn_pairs, "COMPILED_ORDER_EDGES", 0 if path == "compiled" else 10**9)
     n = 3000
     heads, tails = np.arange(n), np.roll(np.arange(n), 1)
     weights = np.repeat(np.array([0.8, 0.4, 0.2], dtype=np.float32), n // 3)
@@ -74,10 +78,38 @@ def test_no_batch_of_a_single_edge():
     assert sizes == [4, 5] and len(src) == 2  # 4 + 4 + 1: the lone edge joins the last batch
 
 
-def test_edge_order_is_the_generators_permutation():
-    # edges are kept as int32 and permuted with an int32 randperm: the same order as int64
+@pytest.mark.parametrize("threshold", [0, 10**9])
+def test_edge_order_comes_from_the_generator(threshold, monkeypatch):
+    monkeypatch.setattr(knn_pairs, "COMPILED_ORDER_EDGES", threshold)
     heads = np.arange(100)
-    src = EdgePairSource(heads, (heads + 1) % 100, 1000, torch.device("cpu"), torch.Generator().manual_seed(7))
-    ((h, t),) = list(src.epoch())
-    perm = torch.randperm(100, generator=torch.Generator().manual_seed(7)).numpy()
-    assert h.tolist() == heads[perm].tolist() and t.tolist() == ((heads + 1) % 100)[perm].tolist()
+    orders = []
+    for seed in (7, 7, 8):
+        src = EdgePairSource(heads, (heads + 1) % 100, 1000, torch.device("cpu"), torch.Generator().manual_seed(seed))
+        ((h, t),) = list(src.epoch())
+        assert sorted(h.tolist()) == heads.tolist() and t.tolist() == ((h + 1) % 100).tolist()
+        ((again, _),) = list(src.epoch())
+        assert again.tolist() != h.tolist()  # the next epoch is another order
+        orders.append(h.tolist())
+    assert orders[0] == orders[1] and orders[0] != orders[2]
+
+
+def test_the_cpu_edge_order_is_uniform():
+    """Every position equally likely for every edge, within one bucket (Fisher–Yates) and
+    across buckets (an edge's bucket is drawn, not its input block)."""
+    from twinlearn.pairs._shuffle import BUCKET_EDGES, shuffled_edges
+
+    edges = np.stack([np.arange(6), np.arange(6)], 1).astype(np.int32)
+    places = np.zeros((6, 6))
+    for seed in range(6000):
+        heads, _ = shuffled_edges(edges, None, 6, seed)
+        places[heads, np.arange(6)] += 1
+    assert np.abs(places - 1000).max() < 150  # ~5 standard deviations
+    n = 3 * BUCKET_EDGES
+    edges = np.stack([np.arange(n), np.arange(n)], 1).astype(np.int32)
+    spread = np.zeros(10)
+    for seed in range(10):
+        heads, tails = shuffled_edges(edges, None, n, seed)
+        assert np.array_equal(heads, tails) and np.array_equal(np.sort(heads), np.arange(n))
+        # where the first input bucket's edges land: all over the order, evenly
+        spread += np.histogram(np.flatnonzero(heads < BUCKET_EDGES), bins=10, range=(0, n))[0]
+    assert np.abs(spread - spread.mean()).max() < 5 * np.sqrt(spread.mean())

