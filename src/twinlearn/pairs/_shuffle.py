@@ -3,11 +3,11 @@ the kept ones in one pass over the edges and one within cache-sized buckets.
 
 A plain ``randperm`` of 10⁷ edges swaps entries across ~60 MB, a cache miss per swap; with
 the Bernoulli draw, its compaction, the gather of the edges and the transpose into heads and
-tails, an epoch's order took 0.93 s at 10⁶ points (2.2·10⁷ edges), ~20 % of the epoch. Here
+tails, an epoch's order took 0.85–0.99 s at 10⁶ points (2.2·10⁷ edges), ~20 % of the epoch. Here
 each kept edge gets a uniform random bucket of ~4 096 entries and a counting sort places it
 (sequential reads, writes into a few thousand streams), and a Fisher–Yates shuffle within each
 bucket finishes a uniformly random order (sorting by i.i.d. bucket, then uniformly within
-buckets): 0.45 s for the same edges.
+buckets): 0.52–0.60 s for the same edges (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
