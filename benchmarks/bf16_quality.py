@@ -3,7 +3,7 @@ epochs and the same seed, per method (the evidence behind ``precision="auto"``).
 
     PYTHONPATH=src python benchmarks/bf16_quality.py --methods tldr cne-param cne relic tsimcne
 
-On a CPU without native bf16 (AVX2 only) torch runs bf16 matrix products and convolutions
+On a CPU with native bf16 (AMX / AVX512-BF16) the bf16 runs use it. On one without (AVX2 only) torch runs bf16 matrix products and convolutions
 with a slow reference kernel (~20-1000x fp32), far too slow for a real run. What a native
 bf16 unit (AMX, AVX512-BF16, a GPU's tensor cores) computes is fixed, though: bf16 inputs,
 exact products, fp32 accumulation, one rounding of the result to bf16. :class:`NativeBf16Numerics`
@@ -33,6 +33,8 @@ from twinlearn.metrics import knn_accuracy, knn_recall, linear_probe
 from twinlearn.training import trainer as trainer_module
 
 aten = torch.ops.aten
+#: this CPU computes bf16 matrix products itself (AMX / AVX512-BF16): no emulation needed
+NATIVE = trainer_module.cpu_has_fast_bf16()
 #: the ops a native bf16 unit runs in hardware (everything else is elementwise or a reduction,
 #: computed in fp32 internally on every CPU)
 MATRIX_OPS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,
@@ -53,11 +55,11 @@ class NativeBf16Numerics(TorchDispatchMode):
 
 
 def train(make: Callable[[str], object], fit: Callable[[object], dict], precision: str) -> dict:
-    """``fit(make(precision))`` timed; bf16 under native-bf16 numerics (the trainer's fallback
-    to fp32 on CPUs without native bf16 switched off for the run)."""
+    """``fit(make(precision))`` timed; bf16 on the CPU's own bf16 units where it has them, else
+    under native-bf16 numerics (the trainer's fallback to fp32 switched off for the run)."""
     start = time.perf_counter()
-    if precision == "fp32":
-        metrics = fit(make("fp32"))
+    if precision == "fp32" or NATIVE:
+        metrics = fit(make(precision))
     else:
         saved = trainer_module.cpu_has_fast_bf16
         trainer_module.cpu_has_fast_bf16 = lambda: True
@@ -96,17 +98,17 @@ def run_tldr(args, precision: str, seed: int = 0) -> dict:
     return train(lambda p: TLDR(n_components=32, n_epochs=args.tldr_epochs, precision=p, random_state=seed), fit, precision)
 
 
-def run_cne(args, precision: str, parametric: bool) -> dict:
+def run_cne(args, precision: str, parametric: bool, seed: int = 0) -> dict:
     x, y, _, _ = mnist(args.n_mnist, 1)
 
     def fit(model):
         return {"knn_acc_map": map_knn_accuracy(model.fit_transform(x), y), "loss_last": model.loss_history_[-1]}
 
     epochs = args.cne_param_epochs if parametric else args.cne_epochs
-    return train(lambda p: CNE(parametric=parametric, n_epochs=epochs, precision=p, random_state=0), fit, precision)
+    return train(lambda p: CNE(parametric=parametric, n_epochs=epochs, precision=p, random_state=seed), fit, precision)
 
 
-def run_images(args, precision: str, method: str) -> dict:
+def run_images(args, precision: str, method: str, seed: int = 0) -> dict:
     x, y, xt, yt = cifar_subsets(args.n_cifar, args.n_cifar)
 
     def fit(model):
@@ -120,10 +122,10 @@ def run_images(args, precision: str, method: str) -> dict:
     def make(p):
         if method == "relic":
             return ReLIC(backbone=args.backbone, n_epochs=args.image_epochs, batch_size=128, precision=p,
-                         channels_last=True, random_state=0)
+                         channels_last=True, random_state=seed)
         e = args.image_epochs
         return TSimCNE(backbone=args.backbone, total_epochs=[e, max(1, e // 4), max(1, e // 2)],
-                       batch_size=128, precision=p, device="cpu", channels_last=True, random_state=0)
+                       batch_size=128, precision=p, device="cpu", channels_last=True, random_state=seed)
 
     return train(make, fit, precision)
 
@@ -149,10 +151,10 @@ def self_check() -> dict:
 
 RUNS = {
     "tldr": run_tldr,
-    "cne-param": lambda a, p: run_cne(a, p, parametric=True),
-    "cne": lambda a, p: run_cne(a, p, parametric=False),
-    "relic": lambda a, p: run_images(a, p, "relic"),
-    "tsimcne": lambda a, p: run_images(a, p, "tsimcne"),
+    "cne-param": lambda a, p, seed=0: run_cne(a, p, parametric=True, seed=seed),
+    "cne": lambda a, p, seed=0: run_cne(a, p, parametric=False, seed=seed),
+    "relic": lambda a, p, seed=0: run_images(a, p, "relic", seed),
+    "tsimcne": lambda a, p, seed=0: run_images(a, p, "tsimcne", seed),
 }
 
 
@@ -166,25 +168,24 @@ def main() -> None:
     parser.add_argument("--n-cifar", type=int, default=2000)
     parser.add_argument("--image-epochs", type=int, default=4)
     parser.add_argument("--backbone", default="small_cnn")
-    parser.add_argument("--noise", action="store_true", help="also TLDR fp32 with seed 1 (run-to-run spread)")
+    parser.add_argument("--noise", action="store_true", help="also each method in fp32 with seed 1 (run-to-run spread)")
     parser.add_argument("--self-check", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
     record = {"command": command_line(), "machine": machine_info(), "args": vars(args),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": {}}
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": {},
+              "bf16_numerics": "native" if NATIVE else "emulated"}
     if args.self_check:
         record["self_check"] = self_check()
         print("self-check", record["self_check"], flush=True)
     for method in args.methods:
-        for precision in ("fp32", "bf16"):
-            result = RUNS[method](args, precision)
-            record["results"][f"{method} {precision}"] = result
-            print(method, precision, result, flush=True)
-    if args.noise and "tldr" in args.methods:
-        record["results"]["tldr fp32 seed 1"] = run_tldr(args, "fp32", seed=1)
-        print("tldr fp32 seed 1", record["results"]["tldr fp32 seed 1"], flush=True)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / "bf16_quality.json").write_text(json.dumps(record, indent=2))
+        runs = [("fp32", 0), ("bf16", 0)] + [("fp32", 1)] * args.noise
+        for precision, seed in runs:
+            name = f"{method} {precision}" + (f" seed {seed}" if seed else "")
+            record["results"][name] = RUNS[method](args, precision, seed=seed)
+            print(name, record["results"][name], flush=True)
+            OUT_DIR.mkdir(parents=True, exist_ok=True)  # after every run: a killed queue keeps its figures
+            (OUT_DIR / "bf16_quality.json").write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
