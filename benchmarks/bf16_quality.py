@@ -149,6 +149,21 @@ def self_check() -> dict:
     return out
 
 
+def summarise(results: dict, method: str, seeds: int) -> dict:
+    """Per metric: mean and sample spread of each precision over the seeds, and bf16 - fp32."""
+    runs = {p: [results[f"{method} {p} seed {s}"] for s in range(seeds)] for p in ("fp32", "bf16")}
+    out = {}
+    for metric in ("knn_acc", "recall10", "knn_acc_map", "linear_probe"):
+        if metric not in runs["fp32"][0]:
+            continue
+        values = {p: np.array([r[metric] for r in rs]) for p, rs in runs.items()}
+        out[metric] = {**{f"{p}_mean": round(float(v.mean()), 4) for p, v in values.items()},
+                       **{f"{p}_sd": round(float(v.std(ddof=1)), 4) for p, v in values.items() if seeds > 1},
+                       "bf16_minus_fp32": round(float(values["bf16"].mean() - values["fp32"].mean()), 4)}
+    out["fit_s"] = {p: round(float(np.mean([r["fit_s"] for r in rs])), 1) for p, rs in runs.items()}
+    return out
+
+
 RUNS = {
     "tldr": run_tldr,
     "cne-param": lambda a, p, seed=0: run_cne(a, p, parametric=True, seed=seed),
@@ -168,24 +183,28 @@ def main() -> None:
     parser.add_argument("--n-cifar", type=int, default=2000)
     parser.add_argument("--image-epochs", type=int, default=4)
     parser.add_argument("--backbone", default="small_cnn")
-    parser.add_argument("--noise", action="store_true", help="also each method in fp32 with seed 1 (run-to-run spread)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds 0..K-1 of each precision: the difference is set against the seed spread")
     parser.add_argument("--self-check", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
     record = {"command": command_line(), "machine": machine_info(), "args": vars(args),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": {},
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": {}, "summary": {},
               "bf16_numerics": "native" if NATIVE else "emulated"}
     if args.self_check:
         record["self_check"] = self_check()
         print("self-check", record["self_check"], flush=True)
     for method in args.methods:
-        runs = [("fp32", 0), ("bf16", 0)] + [("fp32", 1)] * args.noise
-        for precision, seed in runs:
-            name = f"{method} {precision}" + (f" seed {seed}" if seed else "")
-            record["results"][name] = RUNS[method](args, precision, seed=seed)
-            print(name, record["results"][name], flush=True)
-            OUT_DIR.mkdir(parents=True, exist_ok=True)  # after every run: a killed queue keeps its figures
-            (OUT_DIR / "bf16_quality.json").write_text(json.dumps(record, indent=2))
+        for seed in range(args.seeds):
+            for precision in ("fp32", "bf16"):
+                name = f"{method} {precision} seed {seed}"
+                record["results"][name] = RUNS[method](args, precision, seed=seed)
+                print(name, record["results"][name], flush=True)
+                OUT_DIR.mkdir(parents=True, exist_ok=True)  # after every run: a killed queue keeps its figures
+                (OUT_DIR / "bf16_quality.json").write_text(json.dumps(record, indent=2))
+        record["summary"][method] = summarise(record["results"], method, args.seeds)
+        print(method, record["summary"][method], flush=True)
+    (OUT_DIR / "bf16_quality.json").write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
