@@ -30,24 +30,23 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):  # noqa: D102
+        # In place on the gradient (this step consumes it) and one fused momentum update: a
+        # TLDR projector holds ~8.5 M weights, and each temporary copy costs a pass over them.
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 g = p.grad
+                trust = torch.ones((), dtype=p.dtype, device=p.device)
                 if group["lars"]:
-                    g = g.add(p, alpha=group["weight_decay"])
-                    p_norm, g_norm = torch.norm(p), torch.norm(g)
-                    trust = torch.where(
-                        (p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm, torch.ones_like(p_norm)
-                    )
-                    g = g.mul(trust)
+                    g.add_(p, alpha=group["weight_decay"])
+                    p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
+                    trust = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm, trust)
                 state = self.state[p]
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)
-                mu = state["mu"]
-                mu.mul_(group["momentum"]).add_(g)
-                p.add_(mu, alpha=-group["lr"])
+                state["mu"].mul_(group["momentum"]).addcmul_(g, trust)
+                p.add_(state["mu"], alpha=-group["lr"])
 
 
 def lars_param_groups(module: nn.Module) -> list[dict]:
