@@ -8,14 +8,14 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_PARAMS, make_tiny, tiny_vectors
+from conftest import IMAGE_ESTIMATORS, TINY_PARAMS, make_tiny, tiny_images, tiny_vectors
 
 from twinlearn import ContrastiveEmbedding, _device
 from twinlearn.data.sparse import feature_store
 
 CPU = torch.device("cpu")
 #: the methods whose bf16 quality was measured to hold (benchmarks/bf16_quality.py)
-BF16_SAFE = ()
+BF16_SAFE = ("TLDR", "ReLIC")
 
 
 @pytest.fixture
@@ -102,6 +102,14 @@ def test_each_method_resolves_auto_by_its_measured_bf16_safety(native_bf16_cpu, 
     expected = "bf16" if key in BF16_SAFE else "fp32"
     assert make_tiny(key)._precision() == expected
     assert make_tiny(key, precision="fp32")._precision() == "fp32"
+
+
+@pytest.mark.parametrize("key", BF16_SAFE)
+def test_auto_trains_a_bf16_safe_method_in_bf16_autocast_where_native(native_bf16_cpu, key):
+    data = tiny_images() if key in IMAGE_ESTIMATORS else tiny_vectors()
+    auto, fp32 = make_tiny(key).fit(data), make_tiny(key, precision="fp32").fit(data)
+    assert (auto.precision_, fp32.precision_) == ("bf16", "fp32")
+    assert auto.loss_history_ != fp32.loss_history_  # bf16 rounding moved the loss: autocast ran
 
 
 @pytest.mark.parametrize("key", ["TLDR", "CNE(parametric=True)"])

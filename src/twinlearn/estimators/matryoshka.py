@@ -134,6 +134,9 @@ class ReLIC(TwinlearnEstimator):
         The precision the networks trained in (what ``"auto"`` resolved to).
     """
 
+    #: bf16 kept fp32's quality at equal epochs (benchmarks/RESULTS.md, bf16_quality.py)
+    _auto_bf16 = True
+
     def __init__(
         self, backbone: str = "resnet18", cifar_stem: bool | None = None,
         n_components: int | None = None, n_epochs: int = 100, batch_size: int = 256,

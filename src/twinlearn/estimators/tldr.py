@@ -172,6 +172,9 @@ class TLDR(TLDRKNN, TwinlearnEstimator):
     Y. Kalantidis, C. Lassance, J. Almazán, D. Larlus. "TLDR: Twin Learning for Dimensionality
     Reduction", TMLR 2022.
     """
+
+    #: bf16 kept fp32's quality at equal epochs (benchmarks/RESULTS.md, bf16_quality.py)
+    _auto_bf16 = True
     _accepts_sparse = True
 
     def __init__(
