@@ -15,7 +15,7 @@ from twinlearn.data.sparse import feature_store
 
 CPU = torch.device("cpu")
 #: the methods whose bf16 quality was measured to hold (benchmarks/bf16_quality.py)
-BF16_SAFE = ("TLDR", "ReLIC")
+BF16_SAFE = ("TLDR", "TSimCNE", "ReLIC")
 
 
 @pytest.fixture

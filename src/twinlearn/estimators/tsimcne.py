@@ -147,6 +147,9 @@ class TSimCNE(TwinlearnEstimator):
     learning", ICLR 2023.
     """
 
+    #: bf16 kept fp32's 2-D kNN accuracy at equal epochs (benchmarks/RESULTS.md, bf16_quality.py)
+    _auto_bf16 = True
+
     def __init__(
         self, model: nn.Module | None = None, loss: str | nn.Module = "infonce",
         metric: str | None = None, backbone: str | nn.Module = "resnet18_simclr",
