@@ -165,10 +165,12 @@ def test_two_processes_train_one_model_equal_to_one_process(two_ranks, monkeypat
     # the kNN graph each rank searched half of is the one-process graph
     np.testing.assert_array_equal(r0["tldr_knn"], tldr.knn_indices_)
     np.testing.assert_array_equal(r0["cne_edges"], cne.neighbor_graph_.toarray())
-    # same global batch, same pairs: the same training up to the order of float sums
-    np.testing.assert_allclose(r0["tldr_loss"], tldr.loss_history_, rtol=1e-4)
+    # same global batch, same pairs: the same training up to the order of float sums (and to
+    # bf16 rounding of those sums where "auto" trains TLDR in bf16: 2.8e-4 on an AMX host)
+    bf16 = tldr.precision_ == "bf16"
+    np.testing.assert_allclose(r0["tldr_loss"], tldr.loss_history_, rtol=1e-3 if bf16 else 1e-4)
     one = np.concatenate([_params(tldr.encoder_), _params(tldr.projector_)])
-    np.testing.assert_allclose(r0["tldr"], one, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(r0["tldr"], one, rtol=1e-3, atol=1e-3 if bf16 else 1e-4)
     np.testing.assert_allclose(r0["cne"], _params(cne.model_), rtol=1e-3, atol=1e-4)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from twinlearn import CNE, TLDR, ReLIC, TSimCNE, io
 from twinlearn.training import Trainer
@@ -75,7 +76,10 @@ SCRIPT = textwrap.dedent(
 def test_sigkill_then_resume_equals_uninterrupted(name, tmp_path, monkeypatch):
     folder = tmp_path / "run"
     script = SCRIPT.format(tests=str(Path(__file__).parent), name=name, folder=str(folder))
-    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # the child gets this process's thread count: bf16 products (precision="auto" on an AMX
+    # host) are blocked by thread count, and a 1-thread child drifted 5e-4 from a 2-thread run
+    threads = str(torch.get_num_threads())
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": threads})
     latest = folder / LATEST
     deadline = time.time() + 300
     try:

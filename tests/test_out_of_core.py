@@ -72,9 +72,11 @@ def test_fit_and_transform_from_disk_equal_those_in_memory(kind, key, tmp_path):
     expected = in_memory.transform(X)
     if key == "CNE":  # PCA initialisation of a file: from its covariance, block by block
         extent = np.abs(in_memory.embedding_).max()  # UMAP's loss starts 10 wide
-        np.testing.assert_allclose(from_disk.embedding_, in_memory.embedding_, atol=3e-4 * extent)
+        # rounding of the start, grown by two epochs of SGD: up to 3.2e-4 of the extent on an
+        # Intel AMX host (1 point of 120); a wrong row or a missed block moves points by ~extent
+        np.testing.assert_allclose(from_disk.embedding_, in_memory.embedding_, atol=1e-3 * extent)
         # new points placed against training data that stays on disk
-        np.testing.assert_allclose(from_disk.transform(stored), expected, atol=5e-4 * extent)
+        np.testing.assert_allclose(from_disk.transform(stored), expected, atol=1e-3 * extent)
         return
     # TLDR's linear encoder starts at PCA, of a file from its covariance: equal to rounding
     np.testing.assert_allclose(from_disk.transform(stored), expected, rtol=1e-4, atol=1e-4)

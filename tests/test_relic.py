@@ -149,8 +149,10 @@ def test_resume_restores_optimizer_step_and_gamma(images, tmp_path):
     resumed = ReLIC(**{**params, "n_epochs": 2}).fit(images, resume_from=ckpt)
     assert resumed.n_epochs_trained_ == 2 and first.n_epochs_trained_ == 1
     assert resumed.loss_history_ == pytest.approx(full.loss_history_, rel=1e-4)
-    np.testing.assert_allclose(resumed.transform(images), full.transform(images), rtol=1e-3, atol=1e-4)
-    assert not np.allclose(first.transform(images), full.transform(images), rtol=1e-3, atol=1e-4)
+    # bf16 ("auto" on an AMX host) rounds each product to 2^-8: features drift up to 2e-4
+    tol = dict(rtol=1e-3, atol=1e-3 if full.precision_ == "bf16" else 1e-4)
+    np.testing.assert_allclose(resumed.transform(images), full.transform(images), **tol)
+    assert not np.allclose(first.transform(images), full.transform(images), **tol)
 
 
 def test_save_load_roundtrip(images, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse
 import torch
 from scipy.spatial.distance import cdist
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from twinlearn import CNE, TLDR
 from twinlearn.neighbors import KNNIndex
@@ -122,6 +122,13 @@ def test_precomputed_distances_give_the_euclidean_graph(blobs):
         CNE(knn_metric="precomputed", parametric=True).fit(D)
 
 
+def loo_accuracy(Y: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    """Leave-one-out k-NN majority vote within the map (ties to the smallest label)."""
+    neighbours = NearestNeighbors(n_neighbors=k).fit(Y).kneighbors(return_distance=False)
+    votes = np.apply_along_axis(np.bincount, 1, y[neighbours], minlength=int(y.max()) + 1)
+    return float((votes.argmax(axis=1) == y).mean())
+
+
 def test_sparse_input_equals_dense_on_mnist(mnist_small):
     x = mnist_small[0][:300]
     S = scipy.sparse.csr_matrix(x)
@@ -138,11 +145,12 @@ def test_sparse_input_equals_dense_on_mnist(mnist_small):
         np.testing.assert_allclose(sparse.embedding_, dense.embedding_, atol=0.02)
         np.testing.assert_allclose(sparse.transform(S[:20]), dense.transform(x[:20]), atol=0.02)
     y = mnist_small[1][:300]
-    dense, sparse = (CNE(n_epochs=30, random_state=0).fit(data).embedding_ for data in (x, S))
-    accuracy = [KNeighborsClassifier(10).fit(Y[:200], y[:200]).score(Y[200:], y[200:]) for Y in (dense, sparse)]
-    # 100 scored digits of a 30-epoch map: ~0.7 ± 0.05 from run to run (rounding moves it), a
-    # broken map ~0.1–0.3
-    assert accuracy[0] > 0.6 and abs(accuracy[0] - accuracy[1]) <= 0.05, accuracy
+    # one 30-epoch map of 300 digits scores ~0.7 ± 0.03 (rounding moves it: 0.65 against 0.74
+    # for one seed on an Intel AMX host), a broken map ~0.1–0.3: three seeds, every digit scored
+    # (means 0.722 dense, 0.753 sparse there)
+    accuracy = [np.mean([loo_accuracy(CNE(n_epochs=30, random_state=seed).fit(data).embedding_, y)
+                         for seed in range(3)]) for data in (x, S)]
+    assert min(accuracy) > 0.6 and abs(accuracy[0] - accuracy[1]) <= 0.08, accuracy
 
 
 def test_sparse_rows_reach_the_first_layer_as_sparse_batches():
