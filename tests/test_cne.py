@@ -199,8 +199,9 @@ def test_parametric_network_embeds_new_blob_points(blobs):
 @pytest.mark.slow  # minutes when the 2 cores are shared: many small steps of a 784-d network
 def test_parametric_embeds_held_out_points(mnist_small):
     x_train, y_train, x_test, y_test = mnist_small
-    model = CNE(parametric=True, loss_mode="neg", n_epochs=8, batch_size=512, learning_rate=3e-3,
-                random_state=0)
+    # the default learning rate: 0.67-0.70 over seeds 0-3 on an Intel AMX host, where the 3e-3
+    # this test once set gave 0.54-0.64
+    model = CNE(parametric=True, loss_mode="neg", n_epochs=8, batch_size=512, random_state=0)
     Y = model.fit_transform(x_train[:1500])
     Y_test = model.transform(x_test[:500])
     assert Y_test.shape == (500, 2)
