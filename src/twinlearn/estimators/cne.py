@@ -157,7 +157,9 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         ``CNE(parametric=True, n_components=16, nesting_dims=[2, 4, 8, 16])``; then
         ``transform(X, n_components=2)`` is a 2-D embedding of its own.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        Autocast of the network; ``"auto"``: bf16 where native (AMX/AVX512-BF16, GPU), else fp32.
+        Autocast of the network; ``"auto"`` is fp32 (on an AMX CPU bf16 trained the default
+        network no faster and 0.006 lower in map accuracy, benchmarks/RESULTS.md); ``"bf16"``
+        asks for it by name. The table (non-parametric) has no matrix product to autocast.
     init_scale : float, optional
         Standard deviation of the first coordinate of a computed start (``init="pca"``,
         ``"spectral"`` or ``"random"``; the others keep their ratio to it). Default (None): 1
