@@ -14,7 +14,8 @@ class LARS(torch.optim.Optimizer):
 
     For parameter groups with ``lars=True``: ``g ← g + wd·p``, then ``g ← g · η‖p‖/‖g‖`` when
     both norms are positive. Groups with ``lars=False`` (biases, norm weights) get neither.
-    Then SGD with momentum: ``μ ← m·μ + g``, ``p ← p − lr·μ``.
+    Then SGD with momentum: ``μ ← m·μ + g``, ``p ← p − lr·μ``. The step consumes the
+    gradient: afterwards ``p.grad`` holds ``g + wd·p`` (the next backward pass starts afresh).
     """
 
     def __init__(
