@@ -74,3 +74,25 @@ def test_exact_knn_memory_is_bounded_by_its_blocks():
     quadratic_mb = 40_000**2 * 4 / 2**20  # ~6 GB for an N×N distance matrix
     assert big < 12 * block_mb, (small, big)
     assert big < quadratic_mb / 50
+
+
+def test_cne_fits_without_numpys_huge_page_advice_and_restores_it():
+    # partly filled arrays on 2 MB pages cost 1.7 GB of peak RSS at 10^6 points (RESULTS.md)
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    from twinlearn import CNE
+
+    def advice_now() -> bool:
+        before = _set_madvise_hugepage(False)
+        _set_madvise_hugepage(before)
+        return before
+
+    seen = []
+    before = _set_madvise_hugepage(True)
+    try:
+        CNE(n_epochs=2, batch_size=16, n_neighbors=3, random_state=0).fit(
+            np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32),
+            callbacks=[lambda trainer, epoch, loss: seen.append(advice_now())])
+        assert seen == [False, False] and advice_now() is True
+    finally:
+        _set_madvise_hugepage(before)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from twinlearn._checks import one_of
+from twinlearn._device import numpy_base_pages
 from twinlearn.data.arrays import ArrayLike, is_index_selection, validate_sample_indices
 from twinlearn.estimators._base import TwinlearnEstimator, keep_prefix, output_like
 from twinlearn.estimators._cne_files import CNEModelFile
@@ -264,6 +265,7 @@ class CNE(CNEInputs, CNEModelFile, TwinlearnEstimator):
         return self._dim()
 
     # --- fit ---------------------------------------------------------------------------------
+    @numpy_base_pages()
     def fit(
         self,
         X: ArrayLike,
