@@ -168,8 +168,9 @@ def _meta_change(draw, meta: dict) -> None:
     path = draw(st.sampled_from([[], ["optimizer"], ["optimizer", "param_groups", 0],
                                  ["optimizer", "scalars"], ["loss_history"], ["scaler"]]))
     for step in path:
+        # an earlier change may have left a list where a dict was (or the reverse)
         if (isinstance(target, dict) and step in target
-                or isinstance(target, list) and len(target) > step):
+                or isinstance(target, list) and isinstance(step, int) and len(target) > step):
             target = target[step]
     if isinstance(target, list):
         index = draw(st.integers(0, max(len(target), 1)))
