@@ -76,16 +76,20 @@ def test_exact_knn_memory_is_bounded_by_its_blocks():
     assert big < quadratic_mb / 50
 
 
+def advice_now() -> bool:
+    """Whether NumPy currently advises huge pages for large arrays (left as it was)."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    before = _set_madvise_hugepage(False)
+    _set_madvise_hugepage(before)
+    return before
+
+
 def test_cne_fits_without_numpys_huge_page_advice_and_restores_it():
     # partly filled arrays on 2 MB pages cost 1.7 GB of peak RSS at 10^6 points (RESULTS.md)
     from numpy._core.multiarray import _set_madvise_hugepage
 
     from twinlearn import CNE
-
-    def advice_now() -> bool:
-        before = _set_madvise_hugepage(False)
-        _set_madvise_hugepage(before)
-        return before
 
     seen = []
     before = _set_madvise_hugepage(True)
@@ -94,5 +98,21 @@ def test_cne_fits_without_numpys_huge_page_advice_and_restores_it():
             np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32),
             callbacks=[lambda trainer, epoch, loss: seen.append(advice_now())])
         assert seen == [False, False] and advice_now() is True
+    finally:
+        _set_madvise_hugepage(before)
+
+
+def test_tldr_searches_its_knn_without_numpys_huge_page_advice(monkeypatch):
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    from twinlearn.neighbors import KNNIndex
+
+    seen, build = [], KNNIndex.build
+    monkeypatch.setattr(KNNIndex, "build", lambda self, X: (seen.append(advice_now()), build(self, X))[1])
+    before = _set_madvise_hugepage(True)
+    try:
+        TLDR(n_components=2, projector="mlp-1-16", n_epochs=1, batch_size=8, n_neighbors=3,
+             random_state=0).compute_knn(np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32))
+        assert seen == [False] and advice_now() is True
     finally:
         _set_madvise_hugepage(before)
