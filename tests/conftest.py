@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.neighbors import NearestNeighbors
 
 from twinlearn.data import find_shared_data, load_mnist
 
@@ -100,3 +101,11 @@ def exit_status_and_stderr(entry, argv, capsys) -> tuple[object, str]:
         status = exit_.code
     return status, capsys.readouterr().err
 
+
+def loo_knn_accuracy(Z: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Leave-one-out k-NN majority vote within the map (each cell's neighbours exclude it)."""
+    neighbours = NearestNeighbors(n_neighbors=k).fit(Z).kneighbors(return_distance=False)
+    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
+    votes = np.zeros((len(codes), len(classes)))
+    np.add.at(votes, (np.repeat(np.arange(len(codes)), k), codes[neighbours].ravel()), 1)
+    return float((votes.argmax(axis=1) == codes).mean())

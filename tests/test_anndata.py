@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse
-from sklearn.neighbors import NearestNeighbors
+from conftest import loo_knn_accuracy
 
 from twinlearn import CNE, TLDR
 from twinlearn.data import find_shared_data
@@ -40,15 +40,6 @@ def read(path, **kwargs):
 @pytest.fixture
 def pbmc(pbmc_path):
     return read(pbmc_path)
-
-
-def loo_knn_accuracy(Z: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
-    """Leave-one-out k-NN majority vote within the map (each cell's neighbours exclude it)."""
-    neighbours = NearestNeighbors(n_neighbors=k).fit(Z).kneighbors(return_distance=False)
-    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
-    votes = np.zeros((len(codes), len(classes)))
-    np.add.at(votes, (np.repeat(np.arange(len(codes)), k), codes[neighbours].ravel()), 1)
-    return float((votes.argmax(axis=1) == codes).mean())
 
 
 def spy_on_fit(monkeypatch, cls):

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
+from conftest import loo_knn_accuracy
 from scipy.spatial.distance import cdist
-from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+from sklearn.neighbors import KNeighborsClassifier
 
 from twinlearn import CNE, TLDR
 from twinlearn.neighbors import KNNIndex
@@ -122,13 +123,6 @@ def test_precomputed_distances_give_the_euclidean_graph(blobs):
         CNE(knn_metric="precomputed", parametric=True).fit(D)
 
 
-def loo_accuracy(Y: np.ndarray, y: np.ndarray, k: int = 10) -> float:
-    """Leave-one-out k-NN majority vote within the map (ties to the smallest label)."""
-    neighbours = NearestNeighbors(n_neighbors=k).fit(Y).kneighbors(return_distance=False)
-    votes = np.apply_along_axis(np.bincount, 1, y[neighbours], minlength=int(y.max()) + 1)
-    return float((votes.argmax(axis=1) == y).mean())
-
-
 def test_sparse_input_equals_dense_on_mnist(mnist_small):
     x = mnist_small[0][:300]
     S = scipy.sparse.csr_matrix(x)
@@ -148,7 +142,7 @@ def test_sparse_input_equals_dense_on_mnist(mnist_small):
     # one 30-epoch map of 300 digits scores ~0.7 ± 0.03 (rounding moves it: 0.65 against 0.74
     # for one seed on an Intel AMX host), a broken map ~0.1–0.3: three seeds, every digit scored
     # (means 0.722 dense, 0.753 sparse there)
-    accuracy = [np.mean([loo_accuracy(CNE(n_epochs=30, random_state=seed).fit(data).embedding_, y)
+    accuracy = [np.mean([loo_knn_accuracy(CNE(n_epochs=30, random_state=seed).fit(data).embedding_, y)
                          for seed in range(3)]) for data in (x, S)]
     assert min(accuracy) > 0.6 and abs(accuracy[0] - accuracy[1]) <= 0.08, accuracy
 
